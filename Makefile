@@ -1,0 +1,34 @@
+# Set-up and the two commands of the README. Everything installs into .venv.
+# TORCH_SPEC picks the torch build: on these machines the local CPU wheel 2.13.0; elsewhere set it,
+# e.g. `make demo TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu124"`.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test test-all bench clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q $(TORCH_SPEC)
+	$(PY) -m pip install -q -e '.[mnist,test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/sparseforge demo
+
+test: $(STAMP)
+	$(PY) -m pytest
+
+test-all: $(STAMP)
+	$(PY) -m pytest -m ''
+
+bench: $(STAMP)
+	$(VENV)/bin/sparseforge bench linear
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info
