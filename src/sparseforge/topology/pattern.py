@@ -187,7 +187,7 @@ class Pattern:
         ``pt`` (CSR order) is edge ``perm[e]`` of ``self``. Used once per layer for the backward pass.
         """
         perm = np.lexsort((self.rows, self.indices))
-        return Pattern.from_edges(self.rows[perm], self.indices[perm], self.n_out, self.n_in), perm
+        return Pattern.from_edges(self.indices[perm], self.rows[perm], n_in=self.n_out, n_out=self.n_in), perm
 
     def transpose(self) -> Pattern:
         return self.transpose_order()[0]

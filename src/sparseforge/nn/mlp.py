@@ -1,0 +1,62 @@
+"""Multilayer perceptrons built from a :class:`~sparseforge.topology.NetworkTopology`."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..topology import NetworkTopology, Pattern
+from .sparse_linear import SparseLinear
+
+
+class DenseLinear(nn.Linear):
+    """``nn.Linear`` with the feature-major entry point of :class:`SparseLinear` (the FC junction)."""
+
+    def forward_fm(self, x_fm: torch.Tensor) -> torch.Tensor:
+        """``[n_in, batch] -> [n_out, batch]`` as one GEMM with the bias fused."""
+        if self.bias is None:
+            return self.weight @ x_fm
+        return torch.addmm(self.bias[:, None], self.weight, x_fm)
+
+    def num_parameters(self) -> int:
+        return self.weight.numel() + (self.bias.numel() if self.bias is not None else 0)
+
+    def flops_per_sample(self) -> int:
+        return 2 * self.weight.numel() + (self.out_features if self.bias is not None else 0)
+
+
+def junction_layer(pattern: Pattern, bias: bool = True) -> nn.Module:
+    """The layer for one junction: dense GEMM when fully connected, :class:`SparseLinear` otherwise."""
+    if pattern.density == 1.0:
+        return DenseLinear(pattern.n_in, pattern.n_out, bias=bias)
+    return SparseLinear(pattern, bias=bias)
+
+
+class SparseMLP(nn.Module):
+    """MLP with one (sparse or dense) linear layer per junction and ReLU between them.
+
+    Input ``[batch, *sample_shape]`` is flattened to ``[batch, N_0]``, transposed once to feature-major
+    ``[N_0, batch]``, kept feature-major through every layer, and transposed back at the end: output
+    ``[batch, N_L]`` logits.
+    """
+
+    def __init__(self, topology: NetworkTopology, bias: bool = True) -> None:
+        super().__init__()
+        self.topology = topology
+        self.layers = nn.ModuleList(junction_layer(p, bias) for p in topology.patterns)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = x.reshape(x.shape[0], -1).t()
+        for i, layer in enumerate(self.layers):
+            h = layer.forward_fm(h)
+            if i < len(self.layers) - 1:
+                h = torch.relu(h)
+        return h.t()
+
+    def num_parameters(self) -> int:
+        """Trainable values actually stored (edges + biases)."""
+        return sum(layer.num_parameters() for layer in self.layers)
+
+    def flops_per_sample(self) -> int:
+        """Forward FLOPs per sample (2 per connection, plus biases; ReLU not counted)."""
+        return sum(layer.flops_per_sample() for layer in self.layers)

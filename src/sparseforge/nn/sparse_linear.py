@@ -1,0 +1,121 @@
+"""SparseLinear: a linear layer that stores and computes only the connections of a fixed pattern."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..kernels import SparseLayout, sparse_matmul_fm
+from ..topology import Pattern
+
+
+class SparseLinear(nn.Module):
+    """``y = x W^T + b`` where ``W[n_out, n_in]`` is nonzero only on the edges of ``pattern``.
+
+    Holds ``weight`` with one value per edge (``[n_out, d_in]`` for fixed in-degree, else ``[edges]`` in
+    CSR order), the index buffers of the pattern and its transpose, and ``bias[n_out]``. Forward and both
+    backward products cost O(edges * batch); the optimizer touches only the ``edges`` values.
+
+    Args:
+        pattern: which connections exist.
+        bias: learn an additive bias.
+        device, dtype: of the parameters.
+    """
+
+    def __init__(self, pattern: Pattern, bias: bool = True, *, device=None, dtype=None) -> None:
+        super().__init__()
+        self.pattern = pattern
+        self.in_features, self.out_features = pattern.n_in, pattern.n_out
+        shape = (pattern.n_out, pattern.d_in) if pattern.is_fixed_in_degree else (pattern.edges,)
+        self.weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
+        self.bias = nn.Parameter(torch.empty(pattern.n_out, device=device, dtype=dtype)) if bias else None
+        self._layout = SparseLayout.from_pattern(pattern, device=device)
+        # the pattern travels with state_dict (and .to(device)) as buffers
+        self.register_buffer("indptr", self._layout.indptr, persistent=True)
+        self.register_buffer("indices", self._layout.indices, persistent=True)
+        self.reset_parameters()
+
+    # ------------------------------------------------------------------ initialisation
+    def reset_parameters(self, generator: torch.Generator | None = None) -> None:
+        """Uniform in ``+-1/sqrt(fan_in)`` per right node, with its *real* fan-in (its in-degree).
+
+        This is PyTorch's ``nn.Linear`` default (Kaiming-uniform, a=sqrt(5)) with ``fan_in = d_in``
+        instead of ``n_in``, so a sparse layer starts with the same output variance as a dense one.
+        """
+        deg = torch.as_tensor(np.maximum(self.pattern.in_degrees, 1), dtype=torch.float64)
+        bound = (1.0 / deg.sqrt()).to(self.weight.dtype).to(self.weight.device)
+        with torch.no_grad():
+            u = torch.rand(self.weight.shape, generator=generator, dtype=self.weight.dtype).to(self.weight.device)
+            per_edge = bound.repeat_interleave(torch.as_tensor(self.pattern.in_degrees).to(bound.device))
+            self.weight.copy_(((2 * u - 1).reshape(-1) * per_edge).view(self.weight.shape))
+            if self.bias is not None:
+                ub = torch.rand(self.out_features, generator=generator, dtype=self.bias.dtype).to(self.bias.device)
+                self.bias.copy_((2 * ub - 1) * bound)
+
+    # ------------------------------------------------------------------ state
+    def _apply(self, fn, recurse=True):
+        super()._apply(fn, recurse)
+        self._layout = self._layout.to(self.indices.device)
+        return self
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
+        for name in ("indptr", "indices"):
+            key = prefix + name
+            if key in state_dict and not torch.equal(state_dict[key].cpu(), getattr(self, name).cpu()):
+                errors.append(
+                    f"{key}: the saved pattern differs from this layer's pattern; build the layer from the "
+                    f"saved topology (sparseforge.nn.SparseLinear(Pattern(...))) before loading"
+                )
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing, unexpected, errors)
+
+    # ------------------------------------------------------------------ compute
+    def forward_fm(self, x_fm: torch.Tensor) -> torch.Tensor:
+        """Feature-major forward: ``[n_in, batch] -> [n_out, batch]`` (no transposes)."""
+        y = sparse_matmul_fm(x_fm, self.weight, self._layout)
+        return y if self.bias is None else y + self.bias[:, None]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``[..., n_in] -> [..., n_out]``."""
+        lead = x.shape[:-1]
+        y_fm = self.forward_fm(x.reshape(-1, self.in_features).t())
+        return y_fm.t().reshape(*lead, self.out_features)
+
+    # ------------------------------------------------------------------ conversions and counts
+    def to_dense(self) -> torch.Tensor:
+        """The dense weight ``[n_out, n_in]`` (zeros off the pattern)."""
+        w = torch.zeros(self.out_features, self.in_features, dtype=self.weight.dtype, device=self.weight.device)
+        rows = torch.as_tensor(self.pattern.rows, device=w.device)
+        w[rows, self.indices] = self.weight.detach().reshape(-1)
+        return w
+
+    @classmethod
+    def from_dense(cls, weight: torch.Tensor, pattern: Pattern, bias: torch.Tensor | None = None) -> SparseLinear:
+        """Keep the entries of ``weight[n_out, n_in]`` on ``pattern`` (others are dropped)."""
+        if tuple(weight.shape) != pattern.shape:
+            raise ValueError(f"weight has shape {tuple(weight.shape)}, pattern needs (n_out, n_in) = {pattern.shape}")
+        layer = cls(pattern, bias=bias is not None, device=weight.device, dtype=weight.dtype)
+        rows = torch.as_tensor(pattern.rows, device=weight.device)
+        with torch.no_grad():
+            layer.weight.copy_(weight[rows, layer.indices].view(layer.weight.shape))
+            if bias is not None:
+                layer.bias.copy_(bias)
+        return layer
+
+    @property
+    def edges(self) -> int:
+        return self.pattern.edges
+
+    def num_parameters(self) -> int:
+        """Stored trainable values: edges (+ n_out biases)."""
+        return self.edges + (self.out_features if self.bias is not None else 0)
+
+    def flops_per_sample(self) -> int:
+        """Forward multiply-adds counted as 2 FLOPs each, plus the bias adds."""
+        return 2 * self.edges + (self.out_features if self.bias is not None else 0)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, edges={self.edges}, "
+                f"density={self.pattern.density:.4g}, bias={self.bias is not None}")
