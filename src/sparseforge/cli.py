@@ -1,1 +1,252 @@
-def main(): pass
+"""The ``sparseforge`` command line: design, train, demo, benchmark."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
+bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios against the best baseline of the same run.")
+app.add_typer(bench_app, name="bench")
+out = Console()
+err = Console(stderr=True)
+
+
+class UserError(Exception):
+    """A problem with what the user asked for; printed as one line, exit status 2."""
+
+
+def _ints(text: Optional[str], name: str) -> Optional[list[int]]:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"--{name}: expected comma-separated integers like 784,112,10, got {text!r}") from None
+
+
+def _floats(text: Optional[str], name: str) -> Optional[list[float]]:
+    if text is None:
+        return None
+    try:
+        vals = [float(v.rstrip("%")) / (100 if v.endswith("%") else 1) for v in text.replace(" ", "").split(",") if v]
+    except ValueError:
+        raise UserError(f"--{name}: expected comma-separated numbers like 0.5,0.2 or 50%,20%, got {text!r}") from None
+    return vals
+
+
+def _table(rows: list[dict], title: str = "", fmt: dict | None = None) -> Table:
+    fmt = fmt or {}
+    t = Table(title=title)
+    keys = list(rows[0]) if rows else []
+    for k in keys:
+        t.add_column(k, justify="right")
+    for r in rows:
+        t.add_row(*[(fmt[k](r[k]) if k in fmt and r[k] is not None else str(r[k])) for k in keys])
+    return t
+
+
+def _pct(v: float) -> str:
+    return f"{100 * v:.2f}%"
+
+
+# ---------------------------------------------------------------------------------------------- topology
+@app.command()
+def topology(
+    net: str = typer.Option("784,112,10", help="layer sizes N_0,...,N_L"),
+    fan_out: Optional[str] = typer.Option(None, help="out-degree per junction, e.g. 42,10"),
+    fan_in: Optional[str] = typer.Option(None, help="in-degree per junction"),
+    density: Optional[str] = typer.Option(None, help="density per junction (or one for all), e.g. 0.2 or 20%"),
+    family: str = typer.Option("structured", help="pattern family"),
+    seed: int = typer.Option(0),
+    plot: Optional[Path] = typer.Option(None, help="write the adjacency matrices to this PNG"),
+    as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
+) -> None:
+    """Design a pre-defined sparse network and print its junction table and overall density."""
+    from .topology import design
+
+    dens = _floats(density, "density")
+    topo = design(
+        _ints(net, "net"), fan_out=_ints(fan_out, "fan-out"), fan_in=_ints(fan_in, "fan-in"),
+        density=(dens[0] if dens and len(dens) == 1 else dens), family=family, seed=seed,
+    )
+    rows = topo.table()
+    if as_json:
+        out.print_json(json.dumps({"sizes": topo.sizes, "junctions": rows, "edges": topo.edges, "rho_net": topo.rho_net}))
+    else:
+        out.print(_table(rows, title=f"N_net = {topo.sizes}, family {family}", fmt={"density": _pct}))
+        out.print(f"edges {topo.edges:,} of {topo.fc_edges:,} (FC): rho_net = {100 * topo.rho_net:.2f}%")
+    if plot:
+        from .experiments.topology_plots import plot_adjacency
+
+        plot_adjacency(topo, plot)
+        err.print(f"wrote {plot}")
+
+
+# ---------------------------------------------------------------------------------------------- train
+@app.command()
+def train(
+    config: Optional[Path] = typer.Option(None, help="YAML run config (sections model, data, train)"),
+    net: Optional[str] = typer.Option(None, help="layer sizes, e.g. 784,112,10"),
+    fan_out: Optional[str] = typer.Option(None),
+    fan_in: Optional[str] = typer.Option(None),
+    density: Optional[str] = typer.Option(None, help="junction densities, or one overall number"),
+    family: Optional[str] = typer.Option(None),
+    dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, digits, morse"),
+    data_root: Optional[Path] = typer.Option(None, help="directory with the dataset files"),
+    limit: Optional[int] = typer.Option(None, help="use only this many samples per split"),
+    epochs: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    optimizer: Optional[str] = typer.Option(None, help="adam or sgd"),
+    weight_decay: Optional[float] = typer.Option(None, help="L2 coefficient"),
+    seed: Optional[int] = typer.Option(None, help="seed for topology, initialisation and shuffling"),
+    threads: Optional[int] = typer.Option(None, help="torch threads"),
+    run_dir: Path = typer.Option(Path("runs/train"), help="where metrics and checkpoints go"),
+    resume: bool = typer.Option(False, help="continue from the checkpoint in --run-dir"),
+    quiet: bool = typer.Option(False, help="no progress output"),
+) -> None:
+    """Train one (sparse or FC) MLP from flags or a YAML config; resumable."""
+    import torch
+
+    from . import config as cfgmod
+    from . import io
+    from .data import load_dataset
+    from .experiments.progress import RichProgress
+    from .nn import SparseMLP
+    from .train import fit
+
+    base = cfgmod.load_yaml(config).model_dump(mode="json") if config else {}
+    dens = _floats(density, "density")
+    flags = {
+        "model": {"net": _ints(net, "net"), "fan_out": _ints(fan_out, "fan-out"), "fan_in": _ints(fan_in, "fan-in"),
+                  "density": (dens[0] if dens and len(dens) == 1 else dens), "family": family, "seed": seed},
+        "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit, "seed": seed},
+        "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
+                  "weight_decay": weight_decay, "seed": seed},
+        "threads": threads,
+    }
+    flags = {k: ({kk: vv for kk, vv in v.items() if vv is not None} if isinstance(v, dict) else v)
+             for k, v in flags.items() if v is not None}
+    spec = cfgmod.parse(cfgmod.RunSpec, cfgmod.merge(base, flags))
+    if spec.threads:
+        torch.set_num_threads(spec.threads)
+    topo = spec.model.topology()
+    data = load_dataset(spec.data.name, root=spec.data.root, val_size=spec.data.val_size, seed=spec.data.seed,
+                        limit=spec.data.limit, **spec.data.options)
+    if data.n_features != topo.sizes[0] or data.n_classes != topo.sizes[-1]:
+        raise UserError(
+            f"model.net={list(topo.sizes)} does not fit dataset {data.name}: it needs N_0 = {data.n_features} "
+            f"inputs and N_L = {data.n_classes} outputs"
+        )
+    io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
+    torch.manual_seed(spec.model.seed)
+    model = SparseMLP(topo)
+    err.print(f"model: N_net={topo.sizes}, rho_net={100 * topo.rho_net:.2f}%, {model.num_parameters():,} parameters")
+    state = fit(model, data, spec.train.to_config(), callbacks=[RichProgress(enabled=not quiet)],
+                run_dir=run_dir, resume=resume)
+    m = state.metrics
+    out.print(f"test accuracy {100 * m['test_acc']:.2f}% after {m['epoch']} epochs; metrics in {run_dir}")
+
+
+# ---------------------------------------------------------------------------------------------- demo
+@app.command()
+def demo(
+    run_dir: Path = typer.Option(Path("runs/demo"), help="run directory (resumes what is already there)"),
+    epochs: int = typer.Option(8, min=1),
+    densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.02", help="overall densities (1 = FC)"),
+    dataset: str = typer.Option("mnist"),
+    limit: Optional[int] = typer.Option(None, help="samples per split (for a quick look)"),
+    seed: int = typer.Option(0),
+    threads: int = typer.Option(2, min=1),
+    quiet: bool = typer.Option(False),
+) -> None:
+    """The main job: FC vs pre-defined sparse N=(784,112,10) MLPs on MNIST; table, plot, report."""
+    import torch
+
+    from .experiments.demo import DemoConfig, run_demo
+    from .experiments.progress import RichProgress
+
+    torch.set_num_threads(threads)
+    dens = _floats(densities, "densities") or []
+    for d in dens:
+        if not 0 < d <= 1:
+            raise UserError(f"--densities: each density must be in (0, 1], got {d}")
+    cfg = DemoConfig(densities=tuple(dens), epochs=epochs, dataset=dataset, limit=limit, seed=seed)
+    err.print(f"demo: {len(dens)} networks on {dataset}, {epochs} epochs each -> {run_dir}")
+    rows = run_demo(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+    fc = next((r for r in rows if r["rho_net"] == 1), None)
+    show = [
+        {"rho_net": r["rho_net"], "fan_out": ",".join(map(str, r["fan_out"])), "params": r["params"],
+         "test_acc": r["test_acc"], "vs FC": (r["test_acc"] - fc["test_acc"]) if fc else None,
+         "s/epoch": r["epoch_time_s"]}
+        for r in rows
+    ]
+    out.print(_table(show, title="pre-defined sparsity vs FC",
+                     fmt={"rho_net": _pct, "test_acc": _pct, "vs FC": lambda v: f"{100 * v:+.2f}",
+                          "s/epoch": lambda v: f"{v:.2f}", "params": lambda v: f"{v:,}"}))
+    out.print(f"wrote {run_dir}/table.csv, accuracy_vs_density.png, report.md")
+
+
+# ---------------------------------------------------------------------------------------------- bench
+@bench_app.command("linear")
+def bench_linear(
+    n: int = typer.Option(4096, min=1, help="N_in = N_out"),
+    batch: int = typer.Option(256, min=1),
+    densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.01"),
+    threads: int = typer.Option(2, min=1),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+) -> None:
+    """SparseLinear vs nn.Linear / torch.mm / oneDNN / torch CSR at N x N, forward and training step."""
+    from . import io
+    from .experiments.bench_linear import run
+
+    res = run(n=n, batch=batch, densities=_floats(densities, "densities") or [], threads=threads)
+    dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
+    out.print(f"dense baselines (fwd/train ms): {dense}")
+    out.print(_table(res["rows"], title=f"SparseLinear {n}x{n}, batch {batch}, {threads} threads "
+                     "(speedup = best dense / sparse)",
+                     fmt={"density": _pct, **{k: (lambda v: f"{v:.2f}") for k in res["rows"][0] if k != "density"}}))
+    if json_out:
+        io.write_json(json_out, res)
+
+
+def main() -> None:
+    """Console entry point: user errors become one clear line and exit status 2."""
+    from .config import ConfigError
+    from .topology import TopologyError
+
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError)
+    try:
+        from .data import DatasetUnavailable
+
+        known += (DatasetUnavailable,)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        app(standalone_mode=False)
+    except known as e:
+        err.print(f"[red]error:[/red] {e}")
+        sys.exit(2)
+    except typer.Exit as e:
+        sys.exit(e.exit_code)
+    except (typer.Abort, KeyboardInterrupt):
+        err.print("interrupted; rerun the same command (with --resume for train) to continue")
+        sys.exit(130)
+    except Exception as e:  # click usage errors
+        import click
+
+        if isinstance(e, click.ClickException):
+            e.show()
+            sys.exit(e.exit_code)
+        raise
+
+
+if __name__ == "__main__":
+    main()

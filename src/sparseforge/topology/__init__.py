@@ -1,11 +1,12 @@
 """Which connections exist: patterns, generators, network topologies (numpy only; knows nothing of training)."""
 
 from .generators import FAMILIES, random_uniform, register_family, structured, valid_out_degrees
-from .network import NetworkTopology, design, fully_connected, nearest_out_degree, resolve_out_degrees
+from .network import NetworkTopology, allocate_density, design, fully_connected, nearest_out_degree, resolve_out_degrees
 from .pattern import Pattern, TopologyError
 
 __all__ = [
     "FAMILIES",
+    "allocate_density",
     "NetworkTopology",
     "Pattern",
     "TopologyError",

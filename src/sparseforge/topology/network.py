@@ -188,3 +188,34 @@ def fully_connected(sizes: Sequence[int]) -> NetworkTopology:
     sizes = _check_sizes(sizes)
     return NetworkTopology(sizes, tuple(Pattern.full(a, b) for a, b in zip(sizes[:-1], sizes[1:])), family="fc")
 
+
+
+def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool = True) -> tuple[int, ...]:
+    """Out-degrees that realise an overall density near ``rho_net``, following the seeds' guideline that
+    junctions nearer the output should be denser (000: "for the same rho_net, rho_2 > rho_1 is better").
+
+    Two candidates are rounded to realisable degrees: (a) with ``dense_last``, the last junction fully
+    connected and the rest of the edge budget ``rho_net * fc_edges`` spread at one density over the
+    earlier junctions (each at least its smallest realisable degree); (b) every junction at density
+    ``rho_net``. (a) is taken when its overall density is within 10% (relative) of ``rho_net`` or nearer
+    than (b)'s. Check ``design(...).rho_net`` for the density obtained.
+    """
+    sizes = _check_sizes(sizes)
+    if not isinstance(rho_net, (int, float)) or not 0 < rho_net <= 1:
+        raise TopologyError(f"rho_net={rho_net!r} must be a number in (0, 1]")
+    fc = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
+
+    def degrees(dens: Sequence[float]) -> tuple[int, ...]:
+        return tuple(nearest_out_degree(sizes[i], sizes[i + 1], d) for i, d in enumerate(dens))
+
+    def overall(d_outs: Sequence[int]) -> float:
+        return sum(n * d for n, d in zip(sizes[:-1], d_outs)) / sum(fc)
+
+    candidates = [degrees([rho_net] * len(fc))]
+    if dense_last and len(fc) > 1:
+        rest = max(rho_net * sum(fc) - fc[-1], 0.0) / sum(fc[:-1])
+        candidates.insert(0, degrees([rest] * (len(fc) - 1) + [1.0]))
+    err = [abs(overall(d) - rho_net) / rho_net for d in candidates]
+    if len(candidates) == 2 and err[0] <= 0.10:
+        return candidates[0]
+    return candidates[int(err[-1] < err[0])]

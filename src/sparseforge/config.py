@@ -1,0 +1,127 @@
+"""Typed run configurations, validated once at the boundary (CLI flags or a YAML file).
+
+Errors name the field, the value given and what is allowed (:class:`ConfigError`). Inside the library
+the validated values are passed on as plain dataclasses and trusted.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from .topology import NetworkTopology, TopologyError, design
+from .train import TrainConfig
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; the message names field, value and what is allowed."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelSpec(_Strict):
+    """A pre-defined sparse MLP: layer sizes and exactly one of fan_out, fan_in, density."""
+
+    net: list[int] = Field(default=[784, 112, 10], min_length=2, description="N_net = (N_0, ..., N_L)")
+    fan_out: list[int] | None = None
+    fan_in: list[int] | None = None
+    density: list[float] | float | None = None
+    family: str = "structured"
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="family options, e.g. {z: 4}")
+
+    @model_validator(mode="after")
+    def _one_degree_spec(self) -> ModelSpec:
+        given = [k for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None]
+        if len(given) > 1:
+            raise ValueError(f"give only one of fan_out, fan_in, density; got {given}")
+        return self
+
+    def topology(self) -> NetworkTopology:
+        """Build the topology (FC when no degrees are given)."""
+        kw = {k: getattr(self, k) for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None}
+        if not kw:
+            kw = {"density": 1.0}
+        try:
+            return design(self.net, family=self.family, seed=self.seed, **kw, **self.options)
+        except TopologyError as e:
+            raise ConfigError(f"model: {e}") from None
+
+
+class DataSpec(_Strict):
+    name: str = "mnist"
+    root: Path | None = None
+    val_size: int | float | None = None
+    limit: int | None = Field(default=None, gt=0)
+    seed: int = 0
+    options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. {variant: difficult}")
+
+
+class TrainSpec(_Strict):
+    epochs: int = Field(default=10, ge=1)
+    batch_size: int = Field(default=256, ge=1)
+    optimizer: Literal["adam", "sgd"] = "adam"
+    lr: float = Field(default=1e-3, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=0.0, ge=0)
+    lr_schedule: Literal["constant", "exponential", "step", "cosine"] = "constant"
+    lr_decay: float = Field(default=1.0, gt=0, le=1)
+    lr_step: int = Field(default=10, ge=1)
+    seed: int = 0
+
+    def to_config(self) -> TrainConfig:
+        return TrainConfig(**self.model_dump())
+
+
+class RunSpec(_Strict):
+    """Everything ``sparseforge train`` needs."""
+
+    model: ModelSpec = ModelSpec()
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec()
+    threads: int | None = Field(default=None, ge=1, description="torch intra-op threads")
+
+
+def _explain(err: ValidationError, where: str) -> ConfigError:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        given = e.get("input")
+        given_s = "" if isinstance(given, dict) else f" (given {given!r})"
+        lines.append(f"{where}{loc}: {e['msg']}{given_s}")
+    return ConfigError("; ".join(lines))
+
+
+def parse(model: type[_Strict], data: dict, where: str = "") -> Any:
+    """Validate ``data`` as ``model``; errors become one :class:`ConfigError` naming each field."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise _explain(e, where) from None
+
+
+def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:
+    """Read and validate a YAML config file."""
+    path = Path(path)
+    if not path.exists():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
+    return parse(model, data, where=f"{path}: ")
+
+
+def merge(base: dict, override: dict) -> dict:
+    """Deep-merge ``override`` into ``base`` (CLI flags over a YAML file)."""
+    out = dict(base)
+    for k, v in override.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
