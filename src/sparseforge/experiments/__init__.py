@@ -1,0 +1,1 @@
+"""The face: recipes that reproduce the seeds' results, reports, benchmarks (these may print)."""
