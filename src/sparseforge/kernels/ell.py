@@ -109,7 +109,8 @@ def sddmm(layout: SparseLayout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> 
     ``grad_y_fm``: ``[n_out, batch]``; ``x_fm``: ``[n_in, batch]``.
     """
     pattern = torch.sparse_csr_tensor(
-        layout.indptr, layout.indices, torch.empty(layout.edges, dtype=x_fm.dtype, device=x_fm.device),
+    # zeros, not empty: sampled_addmm multiplies the input by beta=0, and 0 * (uninitialised NaN) is NaN
+        layout.indptr, layout.indices, torch.zeros(layout.edges, dtype=x_fm.dtype, device=x_fm.device),
         size=(layout.n_out, layout.n_in), check_invariants=False,
     )
     return torch.sparse.sampled_addmm(pattern, grad_y_fm, x_fm.t(), beta=0.0).values()
