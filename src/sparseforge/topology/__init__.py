@@ -3,6 +3,9 @@
 from .generators import FAMILIES, random_uniform, register_family, structured, valid_out_degrees
 from .network import NetworkTopology, allocate_density, design, fully_connected, nearest_out_degree, resolve_out_degrees
 from .pattern import Pattern, TopologyError
+from . import analysis, expander, radix  # noqa: E402  (importing registers the families)
+from .expander import expander as expander_pattern
+from .radix import mixed_radix_pattern, radix_net
 
 __all__ = [
     "FAMILIES",
@@ -11,7 +14,11 @@ __all__ = [
     "Pattern",
     "TopologyError",
     "design",
+    "analysis",
+    "expander_pattern",
     "fully_connected",
+    "mixed_radix_pattern",
+    "radix_net",
     "nearest_out_degree",
     "random_uniform",
     "register_family",
