@@ -3,9 +3,11 @@
 from .generators import FAMILIES, random_uniform, register_family, structured, valid_out_degrees
 from .network import NetworkTopology, allocate_density, design, fully_connected, nearest_out_degree, resolve_out_degrees
 from .pattern import Pattern, TopologyError
-from . import analysis, expander, radix  # noqa: E402  (importing registers the families)
+from . import analysis, clash_free, expander, radix  # noqa: E402  (importing registers the families)
+from .clash_free import design_clash_free, find_clashes, is_clash_free
 from .expander import expander as expander_pattern
 from .radix import mixed_radix_pattern, radix_net
+from .grouped import grouped as grouped_pattern  # registers the family "grouped"
 
 __all__ = [
     "FAMILIES",
@@ -15,6 +17,10 @@ __all__ = [
     "TopologyError",
     "design",
     "analysis",
+    "clash_free",
+    "design_clash_free",
+    "find_clashes",
+    "is_clash_free",
     "expander_pattern",
     "fully_connected",
     "mixed_radix_pattern",

@@ -1,0 +1,86 @@
+"""The command line: tables, errors as one clear line, config validation, the demo end to end (tiny)."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from sparseforge.cli import app
+from sparseforge.config import ConfigError, RunSpec, load_yaml, parse
+
+runner = CliRunner()
+
+
+def run_cli(*args):
+    """Run the real console entry point (errors -> exit 2 with one line on stderr)."""
+    return subprocess.run([sys.executable, "-m", "sparseforge.cli", *args], capture_output=True, text=True, timeout=600)
+
+
+def test_topology_table_reproduces_seed():
+    r = runner.invoke(app, ["topology", "--net", "784,112,10", "--fan-out", "42,10", "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert [j["d_in"] for j in data["junctions"]] == [294, 112]
+    assert round(100 * data["rho_net"], 1) == 38.3
+
+
+def test_topology_error_is_one_clear_line():
+    r = run_cli("topology", "--net", "100,30,10", "--fan-out", "4,10")
+    assert r.returncode == 2
+    assert "error:" in r.stderr and "junction 1" in r.stderr and "3 or 6" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
+def test_bad_list_flag():
+    r = run_cli("topology", "--net", "784,abc")
+    assert r.returncode == 2 and "--net" in r.stderr and "abc" in r.stderr
+
+
+def test_train_on_digits_and_resume(tmp_path):
+    args = ["train", "--net", "64,32,10", "--fan-out", "8,10", "--dataset", "digits", "--epochs", "2",
+            "--run-dir", str(tmp_path), "--quiet"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    hist = json.loads((tmp_path / "metrics.json").read_text())
+    assert [h["epoch"] for h in hist] == [1, 2]
+    r = runner.invoke(app, [*args[:-5], "--epochs", "3", "--run-dir", str(tmp_path), "--resume", "--quiet"])
+    assert r.exit_code == 0, r.output
+    assert [h["epoch"] for h in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2, 3]
+
+
+def test_train_rejects_mismatched_net(tmp_path):
+    r = run_cli("train", "--net", "784,10", "--dataset", "digits", "--epochs", "1", "--run-dir", str(tmp_path))
+    assert r.returncode == 2 and "N_0 = 64" in r.stderr
+
+
+def test_yaml_config_errors_name_field_value_and_allowed(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump({"train": {"optimizer": "adagrad", "epochs": 0}, "model": {"nett": [1]}}))
+    with pytest.raises(ConfigError) as e:
+        load_yaml(bad)
+    msg = str(e.value)
+    assert "train.optimizer" in msg and "'adagrad'" in msg and "'adam' or 'sgd'" in msg
+    assert "train.epochs" in msg and "greater than or equal to 1" in msg
+    assert "model.nett" in msg  # typo'd keys are refused, not ignored
+    r = run_cli("train", "--config", str(bad))
+    assert r.returncode == 2 and "train.optimizer" in r.stderr
+
+
+def test_config_topology_error_becomes_config_error():
+    spec = parse(RunSpec, {"model": {"net": [100, 30, 10], "fan_out": [4, 10]}})
+    with pytest.raises(ConfigError, match="model: junction 1"):
+        spec.model.topology()
+
+
+def test_demo_tiny_end_to_end(tmp_path):
+    r = runner.invoke(app, ["demo", "--run-dir", str(tmp_path), "--epochs", "1", "--densities", "1,0.2",
+                            "--limit", "600", "--quiet"])
+    assert r.exit_code == 0, r.output
+    for f in ("table.csv", "accuracy_vs_density.png", "report.md"):
+        assert (tmp_path / f).stat().st_size > 0
+    rows = (tmp_path / "table.csv").read_text().splitlines()
+    assert len(rows) == 3  # header + FC + 20%
+    assert "| 100.00% |" in (tmp_path / "report.md").read_text()
