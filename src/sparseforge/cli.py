@@ -63,19 +63,19 @@ def topology(
     fan_out: Optional[str] = typer.Option(None, help="out-degree per junction, e.g. 42,10"),
     fan_in: Optional[str] = typer.Option(None, help="in-degree per junction"),
     density: Optional[str] = typer.Option(None, help="density per junction (or one for all), e.g. 0.2 or 20%"),
+    rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
     family: str = typer.Option("structured", help="pattern family"),
     seed: int = typer.Option(0),
     plot: Optional[Path] = typer.Option(None, help="write the adjacency matrices to this PNG"),
     as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
 ) -> None:
     """Design a pre-defined sparse network and print its junction table and overall density."""
-    from .topology import design
+    from .config import ModelSpec, parse
 
     dens = _floats(density, "density")
-    topo = design(
-        _ints(net, "net"), fan_out=_ints(fan_out, "fan-out"), fan_in=_ints(fan_in, "fan-in"),
-        density=(dens[0] if dens and len(dens) == 1 else dens), family=family, seed=seed,
-    )
+    spec = {"net": _ints(net, "net"), "fan_out": _ints(fan_out, "fan-out"), "fan_in": _ints(fan_in, "fan-in"),
+            "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family, "seed": seed}
+    topo = parse(ModelSpec, {k: v for k, v in spec.items() if v is not None}, where="").topology()
     rows = topo.table()
     if as_json:
         out.print_json(json.dumps({"sizes": topo.sizes, "junctions": rows, "edges": topo.edges, "rho_net": topo.rho_net}))
@@ -96,7 +96,8 @@ def train(
     net: Optional[str] = typer.Option(None, help="layer sizes, e.g. 784,112,10"),
     fan_out: Optional[str] = typer.Option(None),
     fan_in: Optional[str] = typer.Option(None),
-    density: Optional[str] = typer.Option(None, help="junction densities, or one overall number"),
+    density: Optional[str] = typer.Option(None, help="junction densities, or one number for every junction"),
+    rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
     family: Optional[str] = typer.Option(None),
     dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, digits, morse"),
     data_root: Optional[Path] = typer.Option(None, help="directory with the dataset files"),
@@ -126,7 +127,8 @@ def train(
     dens = _floats(density, "density")
     flags = {
         "model": {"net": _ints(net, "net"), "fan_out": _ints(fan_out, "fan-out"), "fan_in": _ints(fan_in, "fan-in"),
-                  "density": (dens[0] if dens and len(dens) == 1 else dens), "family": family, "seed": seed},
+                  "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family,
+                  "seed": seed},
         "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit, "seed": seed},
         "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                   "weight_decay": weight_decay, "seed": seed},

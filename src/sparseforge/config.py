@@ -12,7 +12,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .topology import NetworkTopology, TopologyError, design
+from .topology import NetworkTopology, TopologyError, allocate_density, design
 from .train import TrainConfig
 
 
@@ -31,23 +31,26 @@ class ModelSpec(_Strict):
     fan_out: list[int] | None = None
     fan_in: list[int] | None = None
     density: list[float] | float | None = None
+    rho_net: float | None = Field(default=None, gt=0, le=1, description="overall density (degrees allocated)")
     family: str = "structured"
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict, description="family options, e.g. {z: 4}")
 
     @model_validator(mode="after")
     def _one_degree_spec(self) -> ModelSpec:
-        given = [k for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None]
+        given = [k for k in ("fan_out", "fan_in", "density", "rho_net") if getattr(self, k) is not None]
         if len(given) > 1:
-            raise ValueError(f"give only one of fan_out, fan_in, density; got {given}")
+            raise ValueError(f"give only one of fan_out, fan_in, density, rho_net; got {given}")
         return self
 
     def topology(self) -> NetworkTopology:
         """Build the topology (FC when no degrees are given)."""
         kw = {k: getattr(self, k) for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None}
-        if not kw:
-            kw = {"density": 1.0}
         try:
+            if self.rho_net is not None:
+                kw = {"fan_out": allocate_density(self.net, self.rho_net)}
+            if not kw:
+                kw = {"density": 1.0}
             return design(self.net, family=self.family, seed=self.seed, **kw, **self.options)
         except TopologyError as e:
             raise ConfigError(f"model: {e}") from None
