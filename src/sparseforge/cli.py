@@ -219,6 +219,17 @@ def bench_linear(
         io.write_json(json_out, res)
 
 
+def _register_subcommands() -> None:
+    """Commands that live with their experiments: prune, ssl, search, hw, study."""
+    from .experiments import search_cli
+
+    for module in (search_cli,):
+        module.register(app)
+
+
+_register_subcommands()
+
+
 def main() -> None:
     """Console entry point: user errors become one clear line and exit status 2."""
     from .config import ConfigError

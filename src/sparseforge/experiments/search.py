@@ -1,0 +1,298 @@
+"""Model-search recipes (seed 003): run a search, compare samplers at equal budget, Pareto plot, overhead.
+
+* :func:`run_search`: create the search once (in the run directory's journal file, or a database URL),
+  run one worker in this process or several as subprocesses, then write the report
+  (``trials.csv``, ``summary.json``, ``pareto.png``, ``report.md``). Run it again to resume.
+* :func:`compare`: the same spec with several samplers (GP-EI, random, TPE, Optuna's GP) and seeds at
+  equal per-stage budgets; a table of the best f per seed and sampler, and best-so-far curves.
+* ``python -m sparseforge.experiments.search worker --storage URL --study NAME`` is one worker process
+  (what ``sparseforge search worker`` runs; used for many workers).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from .. import io
+from ..config import ConfigError, merge, parse
+from ..data import DataSplits
+from ..search import (
+    Search, SearchSpec, create_search, default_storage, front_rows, load_search, run_worker, summary, trial_rows,
+)
+from ..search.objective import load_search_data
+from .plots import plt, save_figure
+
+RECIPES = Path(__file__).resolve().parent.parent / "recipes"
+
+
+# ---------------------------------------------------------------------------------------------- specs
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    """A YAML path as given, or a bundled recipe by name (``mlp-mnist`` -> ``recipes/search_mlp_mnist.yaml``)."""
+    p = Path(name_or_path)
+    if p.exists() or p.suffix in (".yaml", ".yml"):
+        return p
+    cand = RECIPES / f"search_{str(name_or_path).replace('-', '_')}.yaml"
+    if cand.exists():
+        return cand
+    known = sorted(f.stem[len("search_"):].replace("_", "-") for f in RECIPES.glob("search_*.yaml"))
+    raise ConfigError(f"search config {name_or_path!r} is neither a file nor a recipe; recipes: {', '.join(known)}")
+
+
+def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> SearchSpec:
+    """Read and validate a search spec from YAML (a path or a recipe name); ``overrides`` are deep-merged
+    first, e.g. ``{"sampler": {"name": "random", "seed": 1}}``. Errors name the field."""
+    import yaml
+
+    path = recipe_path(path)
+    if not path.exists():
+        raise ConfigError(f"search config {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    return parse(SearchSpec, merge(data, overrides or {}), where=f"{path}: ")
+
+
+def with_sampler(spec: SearchSpec, name: str | None = None, seed: int | None = None) -> SearchSpec:
+    """The spec with another sampler name and/or seed."""
+    upd = {k: v for k, v in (("name", name), ("seed", seed)) if v is not None}
+    return spec.model_copy(update={"sampler": spec.sampler.model_copy(update=upd)}) if upd else spec
+
+
+# ---------------------------------------------------------------------------------------------- run
+def run_search(spec: SearchSpec, run_dir: str | os.PathLike, *, storage: str | None = None,
+               study: str | None = None, workers: int = 1, data: DataSplits | None = None,
+               on_trial: Callable[[dict], None] | None = None, report: bool = True) -> dict:
+    """Create (once) and run a search; resumes whatever the storage already holds. Returns the summary.
+
+    With ``workers > 1`` the workers are subprocesses (``python -m sparseforge.experiments.search
+    worker``) sharing the storage; this process only creates the search and writes the report.
+    """
+    run_dir = Path(run_dir)
+    storage = storage or default_storage(run_dir)
+    search = create_search(spec, storage, study, data=data)
+    io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
+    # a database URL may hold a password: only a journal file's path is remembered
+    io.write_json(run_dir / "search.json", {"study": search.name, "storage": None if "://" in storage else storage})
+    if workers <= 1:
+        run_worker(search, data=data, run_dir=run_dir, worker_rank=0, on_trial=on_trial)
+    else:
+        procs = [subprocess.Popen(worker_command(storage, search.name, run_dir, rank=i),
+                                  env={**os.environ, "OMP_NUM_THREADS": str(spec.threads)})
+                 for i in range(workers)]
+        codes = [p.wait() for p in procs]
+        if any(codes):
+            raise RuntimeError(f"search workers exited with {codes}; rerun the same command to resume")
+    return write_report(search, run_dir) if report else summary(search)
+
+
+def worker_command(storage: str, study: str, run_dir: str | os.PathLike | None = None,
+                   rank: int | None = None) -> list[str]:
+    """The command line of one worker process."""
+    cmd = [sys.executable, "-m", "sparseforge.experiments.search", "worker", "--storage", str(storage),
+           "--study", study]
+    if run_dir is not None:
+        cmd += ["--run-dir", str(run_dir)]
+    if rank is not None:
+        cmd += ["--rank", str(rank)]
+    return cmd
+
+
+# ---------------------------------------------------------------------------------------------- report
+def plot_pareto(rows: Sequence[dict], w_c: float, path: str | os.PathLike, *, title: str = "",
+                other_w_c: Sequence[float] = (0.01, 1.0)) -> Path:
+    """Validation accuracy vs normalised complexity of every complete trial (colour: stage), the Pareto
+    front as a step line, and the point ``w_c`` picks (star); points other ``w_c`` would pick are ringed."""
+    ok, front, chosen = front_rows(rows, w_c)
+    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    stages = sorted({r["stage"] for r in ok})
+    for s in stages:
+        rs = [r for r in ok if r["stage"] == s]
+        ax.scatter([r["f_c"] for r in rs], [100 * (1 - r["f_p"]) for r in rs], s=22, alpha=0.7,
+                   label=f"stage {s}: {rs[0].get('stage_name', '')}")
+    if front:
+        fx = [ok[i]["f_c"] for i in front]
+        fy = [100 * (1 - ok[i]["f_p"]) for i in front]
+        ax.step(fx, fy, where="post", c="k", lw=1, label="Pareto front")
+    if chosen >= 0:
+        c = ok[chosen]
+        ax.scatter([c["f_c"]], [100 * (1 - c["f_p"])], marker="*", s=260, c="red", edgecolors="k", zorder=5,
+                   label=f"chosen by w_c={w_c:g} (f={c['f_p'] + w_c * c['f_c']:.4f})")
+        for w in other_w_c:
+            if w == w_c:
+                continue
+            _, _, j = front_rows(ok, w)
+            o = ok[j]
+            ax.scatter([o["f_c"]], [100 * (1 - o["f_p"])], s=160, facecolors="none", edgecolors="gray", zorder=4)
+            ax.annotate(f"w_c={w:g}", (o["f_c"], 100 * (1 - o["f_p"])), textcoords="offset points",
+                        xytext=(6, -12), fontsize=8, color="gray")
+    ax.set_xscale("log")
+    ax.set_xlabel("complexity f_c (normalised to the reference network)")
+    ax.set_ylabel("best validation accuracy (%)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return save_figure(fig, path)
+
+
+def _fmt(v: Any, spec: str = ".4f") -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec) if isinstance(v, (int, float)) and not isinstance(v, bool) else str(v)
+
+
+def overhead(rows: Sequence[dict]) -> dict:
+    """Engine time per trial (ask + proposal + tell) against training time, overall and by phase."""
+    def mean(xs):
+        xs = [x for x in xs if x is not None]
+        return sum(xs) / len(xs) if xs else None
+
+    done = [r for r in rows if r["state"] == "COMPLETE"]
+    out = dict(trials=len(done), engine_s=mean([r["engine_s"] for r in done]),
+               train_s=mean([r["train_s"] for r in done]))
+    for ph in ("sobol", "gp"):
+        rs = [r for r in done if r.get("phase") == ph]
+        out[f"{ph}_engine_s"] = mean([r["engine_s"] for r in rs])
+        out[f"{ph}_sampler_s"] = mean([r.get("sampler_s") for r in rs])
+        out[f"{ph}_trials"] = len(rs)
+    if out["engine_s"] is not None and out["train_s"]:
+        out["engine_over_train"] = out["engine_s"] / out["train_s"]
+    return out
+
+
+def write_report(search: Search, run_dir: str | os.PathLike) -> dict:
+    """``trials.csv``, ``summary.json``, ``pareto.png`` and ``report.md`` in ``run_dir``; returns the summary."""
+    run_dir = Path(run_dir)
+    rows = trial_rows(search, all_states=True)
+    flat = [{**{k: v for k, v in r.items() if k != "config"}, "config": json.dumps(r["config"])} for r in rows]
+    io.write_csv(run_dir / "trials.csv", flat)
+    sm = summary(search)
+    sm["overhead"] = overhead(rows)
+    io.write_json(run_dir / "summary.json", sm)
+    w_c = search.spec.objective.w_c
+    if any(r["state"] == "COMPLETE" for r in rows):
+        plot_pareto(rows, w_c, run_dir / "pareto.png", title=f"{search.name}: accuracy vs complexity")
+    lines = [f"# Search {search.name}", "",
+             f"model {search.spec.model} on {search.spec.data.name}; sampler {search.spec.sampler.name} "
+             f"(seed {search.spec.sampler.seed}); f = f_p + {w_c:g} f_c "
+             f"({search.spec.objective.complexity}, reference {search.reference:g})", "",
+             "| stage | name | budget | complete | pruned | failed | best f | best val acc |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for s in sm["stages"]:
+        lines.append(f"| {s['stage']} | {s['name']} | {s['budget']} | {s['complete']} | {s['pruned']} | "
+                     f"{s['failed']} | {_fmt(s['best_f'])} | {_fmt(s['best_val_acc'])} |")
+    b = sm["best"]
+    if b:
+        lines += ["", f"best: f = {b['f']:.4f} (val acc {100 * b['val_acc']:.2f}%, test acc "
+                  f"{100 * b['test_acc']:.2f}%, {b['params']:,} parameters, f_c = {b['f_c']:.4f}), "
+                  f"stage {b['stage']} trial {b['number']}", "", f"config: `{json.dumps(b['config'])}`"]
+    o = sm["overhead"]
+    lines += ["", f"engine time per trial {_fmt(o['engine_s'], '.3f')} s vs training {_fmt(o['train_s'], '.3f')} s "
+              f"(GP phase: {_fmt(o['gp_engine_s'], '.3f')} s over {o['gp_trials']} trials)", "",
+              "![pareto](pareto.png)", ""]
+    io.write_text(run_dir / "report.md", "\n".join(lines))
+    return sm
+
+
+# ---------------------------------------------------------------------------------------------- compare
+def best_so_far(rows: Sequence[dict]) -> list[float]:
+    """Best f after each finished trial, in the order trials ran (stage, then number)."""
+    out, best = [], math.inf
+    for r in sorted(rows, key=lambda r: (r["stage"], r["number"])):
+        if r["state"] == "COMPLETE" and r["f"] is not None:
+            best = min(best, r["f"])
+        if r["state"] in ("COMPLETE", "PRUNED"):
+            out.append(best)
+    return out
+
+
+def compare(spec: SearchSpec, run_dir: str | os.PathLike, *, samplers: Sequence[str] = ("gp", "random", "tpe"),
+            seeds: Sequence[int] = (0, 1, 2), data: DataSplits | None = None,
+            on_trial: Callable[[str, int, dict], None] | None = None) -> list[dict]:
+    """Run the spec with every sampler and seed at the same per-stage budgets (each in
+    ``run_dir/<sampler>-seed<k>``, resumable) and tabulate the best f found. Writes ``compare.csv``,
+    ``compare.md`` and ``compare.png`` (mean best-so-far f against trials). Returns one row per run."""
+    run_dir = Path(run_dir)
+    data = data if data is not None else load_search_data(spec)
+    rows, curves = [], {}
+    for seed in seeds:
+        for name in samplers:
+            sp = with_sampler(spec, name, seed)
+            sub = run_dir / f"{name}-seed{seed}"
+            cb = (lambda r, n=name, s=seed: on_trial(n, s, r)) if on_trial else None
+            sm = run_search(sp, sub, data=data, on_trial=cb)
+            search = load_search(default_storage(sub), sp.name)
+            trows = trial_rows(search, all_states=True)
+            curves.setdefault(name, []).append(best_so_far(trows))
+            b = sm["best"] or {}
+            o = sm["overhead"]
+            rows.append(dict(sampler=name, seed=seed, best_f=b.get("f"), best_val_acc=b.get("val_acc"),
+                             best_test_acc=b.get("test_acc"), best_params=b.get("params"), best_f_c=b.get("f_c"),
+                             trials=len([r for r in trows if r["state"] in ("COMPLETE", "PRUNED")]),
+                             engine_s=o["engine_s"], train_s=o["train_s"]))
+    io.write_csv(run_dir / "compare.csv", rows)
+    _compare_report(rows, curves, spec, run_dir, samplers, seeds)
+    return rows
+
+
+def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
+    by = {(r["sampler"], r["seed"]): r for r in rows}
+    head = "| seed | " + " | ".join(samplers) + " |"
+    lines = [f"# Sampler comparison: {spec.name}", "",
+             f"best f = f_p + {spec.objective.w_c:g} f_c over all stages, budgets "
+             f"{[s.trials for s in spec.stages]} per stage (lower is better)", "", head,
+             "| --- " * (len(samplers) + 1) + "|"]
+    for s in seeds:
+        vals = [by[(n, s)]["best_f"] for n in samplers]
+        best = min(v for v in vals if v is not None)
+        lines.append(f"| {s} | " + " | ".join(("**" + _fmt(v) + "**") if v == best else _fmt(v) for v in vals) + " |")
+    means = [sum(by[(n, s)]["best_f"] for s in seeds) / len(seeds) for n in samplers]
+    lines.append("| mean | " + " | ".join(_fmt(m) for m in means) + " |")
+    if "gp" in samplers:
+        for other in samplers:
+            if other == "gp":
+                continue
+            wins = sum(by[("gp", s)]["best_f"] < by[(other, s)]["best_f"] for s in seeds)
+            lines.append(f"\nGP-EI beats {other} in {wins} of {len(seeds)} seeds.")
+    io.write_text(Path(run_dir) / "compare.md", "\n".join(lines) + "\n")
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n, cs in curves.items():
+        length = min(len(c) for c in cs)
+        if not length:
+            continue
+        mean = [sum(c[i] for c in cs) / len(cs) for i in range(length)]
+        ax.plot(range(1, length + 1), mean, label=n)
+    ax.set_xlabel("finished trials")
+    ax.set_ylabel(f"best f so far (mean of {len(seeds)} seeds)")
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    save_figure(fig, Path(run_dir) / "compare.png")
+
+
+# ---------------------------------------------------------------------------------------------- worker entry
+def _worker_main(argv: Sequence[str]) -> int:
+    import argparse
+
+    ap = argparse.ArgumentParser(prog="python -m sparseforge.experiments.search worker")
+    ap.add_argument("command", choices=["worker"])
+    ap.add_argument("--storage", required=True)
+    ap.add_argument("--study", required=True)
+    ap.add_argument("--run-dir", default=None)
+    ap.add_argument("--rank", type=int, default=None)
+    a = ap.parse_args(argv)
+    search = load_search(a.storage, a.study)
+    run_worker(search, run_dir=a.run_dir, worker_rank=a.rank)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_worker_main(sys.argv[1:]))

@@ -1,0 +1,209 @@
+"""``sparseforge search ...``: run, resume, scale out and compare model searches (seed 003).
+
+Registered onto the main app by ``register(app)``::
+
+    sparseforge search run tiny-digits --run-dir runs/s1            # create + run here; rerun to resume
+    sparseforge search run mlp-mnist --run-dir runs/s2 --workers 2  # two worker processes, one journal file
+    sparseforge search create mlp-mnist --storage postgresql://u@host/db --study s3
+    sparseforge search worker --storage postgresql://u@host/db --study s3   # on every machine
+    sparseforge search report --run-dir runs/s1
+    sparseforge search compare mlp-mnist --run-dir runs/cmp --samplers gp,random,tpe --seeds 0,1,2
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _fail(e: Exception) -> None:
+    err.print(f"[red]error:[/red] {e}")
+    raise typer.Exit(2)
+
+
+def _trial_printer(quiet: bool, prefix: str = ""):
+    if quiet:
+        return None
+
+    def show(r: dict) -> None:
+        if r["state"] == "COMPLETE":
+            err.print(f"{prefix}stage {r['stage'] + 1} trial {r['number']:>3}: f = {r['f']:.4f}  val acc "
+                      f"{100 * r['val_acc']:.2f}%  {r['params']:,} params  train {r['train_s']:.1f} s  "
+                      f"engine {r['engine_s']:.3f} s")
+        else:
+            err.print(f"{prefix}stage {r['stage'] + 1} trial {r['number']:>3}: {r['state']} {r.get('error', '')}")
+    return show
+
+
+def _summary_table(sm: dict) -> Table:
+    t = Table(title=f"search {sm['name']}")
+    for c in ("stage", "name", "budget", "complete", "pruned", "failed", "best f", "best val acc"):
+        t.add_column(c, justify="right")
+    for s in sm["stages"]:
+        t.add_row(str(s["stage"]), s["name"], str(s["budget"]), str(s["complete"]), str(s["pruned"]),
+                  str(s["failed"]), "-" if s["best_f"] is None else f"{s['best_f']:.4f}",
+                  "-" if s["best_val_acc"] is None else f"{100 * s['best_val_acc']:.2f}%")
+    return t
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``search`` command group to ``app``."""
+    search_app = typer.Typer(no_args_is_help=True, help="Bayesian-optimisation model search (GP + EI over staged spaces).")
+    app.add_typer(search_app, name="search")
+
+    @search_app.command("run")
+    def run(
+        config: str = typer.Argument(..., help="search YAML, or a recipe name (tiny-digits, mlp-mnist, cnn-fashion)"),
+        run_dir: Path = typer.Option(Path("runs/search"), help="run directory (journal, checkpoints, report)"),
+        storage: Optional[str] = typer.Option(None, help="database URL (postgresql://...) instead of the run "
+                                              "directory's journal file"),
+        study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
+        sampler: Optional[str] = typer.Option(None, help="gp, tpe, random or optuna-gp (overrides the spec)"),
+        seed: Optional[int] = typer.Option(None, help="sampler seed (overrides the spec)"),
+        workers: int = typer.Option(1, min=1, help="worker processes on this machine"),
+        limit: Optional[int] = typer.Option(None, help="samples per split (overrides data.limit)"),
+        epochs: Optional[int] = typer.Option(None, help="epochs per trial (overrides train.epochs)"),
+        quiet: bool = typer.Option(False, help="no line per trial"),
+    ) -> None:
+        """Create the search (once) and run it; run the same command again to resume after a kill."""
+        from ..config import ConfigError
+        from ..search import SearchError
+        from .search import load_spec, run_search
+
+        over: dict = {}
+        if sampler is not None or seed is not None:
+            over["sampler"] = {k: v for k, v in (("name", sampler), ("seed", seed)) if v is not None}
+        if limit is not None:
+            over["data"] = {"limit": limit}
+        if epochs is not None:
+            over["train"] = {"epochs": epochs}
+        try:
+            spec = load_spec(config, over)
+            sm = run_search(spec, run_dir, storage=storage, study=study, workers=workers,
+                            on_trial=_trial_printer(quiet))
+        except (ConfigError, SearchError) as e:
+            _fail(e)
+        out.print(_summary_table(sm))
+        b = sm["best"]
+        if b:
+            out.print(f"best f = {b['f']:.4f}: val acc {100 * b['val_acc']:.2f}%, test acc {100 * b['test_acc']:.2f}%, "
+                      f"{b['params']:,} parameters; config {b['config']}")
+        out.print(f"wrote {run_dir}/trials.csv, summary.json, pareto.png, report.md")
+
+    @search_app.command("create")
+    def create(
+        config: str = typer.Argument(..., help="search YAML or recipe name"),
+        storage: str = typer.Option(..., help="database URL or journal file path"),
+        study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
+        sampler: Optional[str] = typer.Option(None),
+        seed: Optional[int] = typer.Option(None),
+    ) -> None:
+        """Create a search once, for workers to load (``search worker``)."""
+        from ..config import ConfigError
+        from ..search import SearchError, create_search
+        from .search import load_spec, with_sampler
+
+        try:
+            spec = with_sampler(load_spec(config), sampler, seed)
+            s = create_search(spec, storage, study)
+        except (ConfigError, SearchError) as e:
+            _fail(e)
+        out.print(f"search {s.name!r} ready in {storage}: {spec.n_stages} stages, budgets "
+                  f"{[st.trials for st in spec.stages]}")
+
+    @search_app.command("worker")
+    def worker(
+        storage: str = typer.Option(..., help="database URL or journal file path"),
+        study: str = typer.Option(..., help="study name"),
+        run_dir: Optional[Path] = typer.Option(None, help="where trials checkpoint (resume of retried trials)"),
+        rank: Optional[int] = typer.Option(None, help="worker number (seeds of Optuna's samplers)"),
+        quiet: bool = typer.Option(False),
+    ) -> None:
+        """Work on a created search until it is done (start one per core / machine)."""
+        from ..search import SearchError, load_search, run_worker
+
+        try:
+            s = load_search(storage, study)
+        except SearchError as e:
+            _fail(e)
+        rep = run_worker(s, run_dir=run_dir, worker_rank=rank, on_trial=_trial_printer(quiet))
+        out.print(f"worker done: {len(rep.trials)} trials, {len(rep.recovered)} crashed trials recovered")
+
+    @search_app.command("report")
+    def report(
+        run_dir: Path = typer.Option(Path("runs/search"), help="run directory (report goes here)"),
+        storage: Optional[str] = typer.Option(None, help="database URL (default: the run directory's journal)"),
+        study: Optional[str] = typer.Option(None, help="study name (default: from search.json in the run directory)"),
+    ) -> None:
+        """Write trials.csv, summary.json, pareto.png and report.md of a search."""
+        import json
+
+        from ..search import SearchError, default_storage, load_search
+        from .search import write_report
+
+        name = study
+        meta = run_dir / "search.json"
+        saved = json.loads(meta.read_text()) if meta.exists() else {}
+        if name is None:
+            if "study" not in saved:
+                _fail(FileNotFoundError(f"{meta} not found: give --study (and --storage for a database)"))
+            name = saved["study"]
+        try:
+            s = load_search(storage or saved.get("storage") or default_storage(run_dir), name, wait_s=0)
+        except SearchError as e:
+            _fail(e)
+        sm = write_report(s, run_dir)
+        out.print(_summary_table(sm))
+        out.print(f"wrote {run_dir}/trials.csv, summary.json, pareto.png, report.md")
+
+    @search_app.command("compare")
+    def compare_cmd(
+        config: str = typer.Argument(..., help="search YAML or recipe name"),
+        run_dir: Path = typer.Option(Path("runs/search-compare")),
+        samplers: str = typer.Option("gp,random,tpe", help="comma-separated: gp, random, tpe, optuna-gp"),
+        seeds: str = typer.Option("0,1,2", help="comma-separated sampler seeds"),
+        limit: Optional[int] = typer.Option(None),
+        epochs: Optional[int] = typer.Option(None),
+        quiet: bool = typer.Option(False),
+    ) -> None:
+        """Every sampler and seed at equal budgets: table of best f (compare.md), curves (compare.png)."""
+        from ..config import ConfigError
+        from ..search import SAMPLERS, SearchError
+        from .search import compare, load_spec
+
+        names = [s for s in samplers.replace(" ", "").split(",") if s]
+        bad = [s for s in names if s not in SAMPLERS]
+        if bad or not names:
+            _fail(ValueError(f"--samplers: unknown {bad}; choose from {', '.join(SAMPLERS)}"))
+        try:
+            seed_list = [int(s) for s in seeds.split(",") if s.strip()]
+        except ValueError:
+            _fail(ValueError(f"--seeds: expected comma-separated integers, got {seeds!r}"))
+        over: dict = {}
+        if limit is not None:
+            over["data"] = {"limit": limit}
+        if epochs is not None:
+            over["train"] = {"epochs": epochs}
+        show = _trial_printer(quiet)
+        try:
+            spec = load_spec(config, over)
+            rows = compare(spec, run_dir, samplers=names, seeds=seed_list,
+                           on_trial=(lambda n, s, r: show({**r}) if show else None))
+        except (ConfigError, SearchError) as e:
+            _fail(e)
+        t = Table(title="best f (lower is better)")
+        t.add_column("seed", justify="right")
+        for n in names:
+            t.add_column(n, justify="right")
+        by = {(r["sampler"], r["seed"]): r for r in rows}
+        for s in seed_list:
+            t.add_row(str(s), *[f"{by[(n, s)]['best_f']:.4f}" for n in names])
+        out.print(t)
+        out.print(f"wrote {run_dir}/compare.md, compare.csv, compare.png")

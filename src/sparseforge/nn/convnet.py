@@ -1,0 +1,99 @@
+"""A configurable small CNN for model search (seed 003's levels 1-3) with a pre-defined sparse classifier.
+
+``[batch, C, H, W]`` -> per conv layer ``i``: ``Conv2d(k_i x k_i, 'same' padding, groups)`` ->
+(``BatchNorm2d``) -> ReLU -> downsampling (``"pool"``: 2x2 max-pool, ``"stride"``: the conv has stride 2,
+``"none"``) -> flatten -> :class:`~sparseforge.nn.SparseMLP` over ``(C_L * H_L * W_L, *hidden, n_classes)``
+with the given junction densities (dense junctions become plain GEMMs).
+
+Grouped convolutions use ``gcd(groups, C_in, C_out)`` groups per layer (the first layer's few input
+channels usually make it 1). Downsampling stops once the feature map is 1x1.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from ..topology import NetworkTopology, design
+from .mlp import SparseMLP
+
+DOWNSAMPLE = ("none", "pool", "stride")
+
+
+def _per_layer(v, n: int, name: str) -> list:
+    items = list(v) if isinstance(v, (list, tuple)) else [v] * n
+    if len(items) != n:
+        raise ValueError(f"{name}: expected {n} values (one per conv layer), got {len(items)}: {items}")
+    return items
+
+
+class ConvNet(nn.Module):
+    """Conv feature extractor + pre-defined sparse MLP classifier.
+
+    Args:
+        in_shape: ``(C, H, W)`` of one sample.
+        n_classes: outputs.
+        channels: output channels per conv layer (its length is the number of conv layers; may be empty).
+        kernels: kernel size per layer (or one for all); odd sizes keep the map size.
+        downsample: per layer (or one for all) one of ``"none"``, ``"pool"``, ``"stride"``.
+        batch_norm: BatchNorm2d after every conv (the conv then has no bias).
+        groups: grouped convolutions (per layer ``gcd(groups, C_in, C_out)``).
+        hidden: hidden layer widths of the classifier.
+        density: classifier junction densities (one per junction, or one for all), rounded to realisable
+            degrees by :func:`sparseforge.topology.design`.
+        family, seed: the classifier's pattern family and seed.
+    """
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int, channels: Sequence[int], *,
+                 kernels: Sequence[int] | int = 3, downsample: Sequence[str] | str = "pool",
+                 batch_norm: bool = False, groups: int = 1, hidden: Sequence[int] = (),
+                 density: Sequence[float] | float = 1.0, family: str = "structured", seed: int = 0) -> None:
+        super().__init__()
+        if len(in_shape) != 3:
+            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
+        n = len(channels)
+        kernels = _per_layer(kernels, n, "kernels")
+        downsample = _per_layer(downsample, n, "downsample")
+        c, h, w = (int(v) for v in in_shape)
+        layers: list[nn.Module] = []
+        self._conv_flops = 0
+        for i, (out_c, k, ds) in enumerate(zip(channels, kernels, downsample)):
+            if ds not in DOWNSAMPLE:
+                raise ValueError(f"downsample[{i}]={ds!r}: choose one of {DOWNSAMPLE}")
+            if int(k) < 1 or int(out_c) < 1:
+                raise ValueError(f"layer {i}: kernel {k} and channels {out_c} must be positive")
+            g = math.gcd(int(groups), c, int(out_c))
+            can_down = min(h, w) >= 2
+            stride = 2 if ds == "stride" and can_down else 1
+            conv = nn.Conv2d(c, int(out_c), int(k), stride=stride, padding=int(k) // 2, groups=g, bias=not batch_norm)
+            layers.append(conv)
+            h = (h + 2 * (int(k) // 2) - int(k)) // stride + 1
+            w = (w + 2 * (int(k) // 2) - int(k)) // stride + 1
+            self._conv_flops += 2 * (c // g) * int(k) * int(k) * int(out_c) * h * w
+            if batch_norm:
+                layers.append(nn.BatchNorm2d(int(out_c)))
+            layers.append(nn.ReLU())
+            if ds == "pool" and can_down:
+                layers.append(nn.MaxPool2d(2))
+                h, w = h // 2, w // 2
+            c = int(out_c)
+        self.features = nn.Sequential(*layers)
+        self.feature_shape = (c, h, w)
+        sizes = (c * h * w, *(int(v) for v in hidden), int(n_classes))
+        self.topology: NetworkTopology = design(sizes, density=density, family=family, seed=seed)
+        self.classifier = SparseMLP(self.topology)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+    def num_parameters(self) -> int:
+        """Stored trainable values: conv (and BN) parameters plus the classifier's edges and biases."""
+        conv = sum(p.numel() for p in self.features.parameters() if p.requires_grad)
+        return conv + self.classifier.num_parameters()
+
+    def flops_per_sample(self) -> int:
+        """Forward FLOPs per sample: 2 per multiply-add of the convolutions, plus the classifier's."""
+        return self._conv_flops + self.classifier.flops_per_sample()

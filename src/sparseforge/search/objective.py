@@ -1,0 +1,135 @@
+"""The search objective ``f = f_p + w_c f_c`` (seed 003) and the training of one trial's network.
+
+* ``f_p = 1 - best validation accuracy`` over the trial's epochs;
+* ``f_c`` = complexity / complexity of the reference network (the search's defaults, updated by
+  ``objective.reference``): stored trainable values (``"params"``: edges + biases, so pre-defined
+  sparsity counts), or mean training time per epoch (``"time"``, measured; noisy on shared machines);
+* the value minimised is ``log10(f)`` with ``objective.log10`` (Deep-n-Cheap's choice), else ``f``.
+
+Training uses :func:`sparseforge.train.fit` with a callback that reports f after every epoch, so a
+pruner can stop clearly bad trials (:class:`ReportCallback`).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from torch import nn
+
+from ..data import DataSplits, load_dataset
+from ..nn import SparseMLP
+from ..nn.convnet import ConvNet
+from ..topology import design
+from ..train import Callback, TrainState, count_parameters, fit
+from .space import SearchSpec
+
+
+def objective_value(f_p: float, f_c: float, w_c: float, log10: bool) -> float:
+    """``f = f_p + w_c * f_c``, or ``log10(f)`` (floored at 1e-12)."""
+    f = f_p + w_c * f_c
+    return math.log10(max(f, 1e-12)) if log10 else f
+
+
+def load_search_data(spec: SearchSpec) -> DataSplits:
+    """The dataset of the search (its ``data`` section)."""
+    d = spec.data
+    return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, limit=d.limit, **d.options)
+
+
+def build_model(spec: SearchSpec, config: dict[str, Any], data: DataSplits, seed: int) -> nn.Module:
+    """The network of a full configuration (see :data:`sparseforge.search.space.MODEL_KEYS`);
+    initialised from ``torch.manual_seed(seed)``; the pattern uses ``seed`` too."""
+    torch.manual_seed(seed)
+    if spec.model == "mlp":
+        width = [int(w) for w in config.get("width", [])]
+        sizes = (data.n_features, *width, data.n_classes)
+        density = config.get("density", 1.0)
+        topo = design(sizes, density=density, family=spec.family, seed=seed)
+        return SparseMLP(topo)
+    if len(data.sample_shape) != 3:
+        raise ValueError(f"model cnn needs image samples (C, H, W); {data.name} has shape {data.sample_shape}")
+    return ConvNet(
+        data.sample_shape, data.n_classes, [int(c) for c in config.get("channels", [])],
+        kernels=[int(k) for k in config.get("kernel", [3] * len(config.get("channels", [])))],
+        downsample=config.get("downsample", "pool"), batch_norm=bool(config.get("batch_norm", False)),
+        groups=int(config.get("groups", 1)), hidden=[int(w) for w in config.get("fc_width", [])],
+        density=config.get("density", 1.0), family=spec.family, seed=seed,
+    )
+
+
+def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
+    """Complexity of the reference network: its parameter count, or (``"time"``) its measured training
+    time per epoch (one epoch of :func:`fit`)."""
+    cfg = spec.reference_config()
+    model = build_model(spec, cfg, data, seed=0)
+    if spec.objective.complexity == "params":
+        return float(count_parameters(model))
+    tc = spec.train_config(cfg, seed=0)
+    state = fit(model, data, replace(tc, epochs=1))
+    return float(state.history[-1]["epoch_time_s"])
+
+
+class ReportCallback(Callback):
+    """After every epoch: compute f so far (best validation accuracy so far) and call
+    ``report(value, epoch)``; ``report`` may raise (e.g. ``optuna.TrialPruned``) to stop the trial."""
+
+    def __init__(self, spec: SearchSpec, reference: float, report: Callable[[float, int], None] | None) -> None:
+        self.spec, self.reference, self.report = spec, reference, report
+        self.best_val = 0.0
+
+    def f_c(self, history: Sequence[dict], params: int) -> float:
+        if self.spec.objective.complexity == "params":
+            return params / self.reference
+        times = [h["epoch_time_s"] for h in history]
+        return (sum(times) / len(times)) / self.reference
+
+    def on_train_begin(self, state: TrainState) -> None:
+        self.best_val = max([h["val_acc"] for h in state.history], default=0.0)
+
+    def on_epoch_end(self, state: TrainState) -> None:
+        m = state.metrics
+        if m["val_acc"] == m["val_acc"]:  # not NaN
+            self.best_val = max(self.best_val, float(m["val_acc"]))
+        f_c = self.f_c([*state.history, m], int(m["params"]))
+        o = self.spec.objective
+        value = objective_value(1 - self.best_val, f_c, o.w_c, o.log10)
+        m["search_f_c"], m["search_value"] = f_c, value
+        if self.report is not None:
+            self.report(value, int(m["epoch"]))
+
+
+def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits, *, seed: int, reference: float,
+                run_dir: str | Path | None = None, report: Callable[[float, int], None] | None = None,
+                callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
+    """Build and train the network of ``config``; return its metrics and objective.
+
+    Returns a dict with ``value`` (what is minimised), ``f``, ``f_p``, ``f_c``, ``val_acc`` (best),
+    ``test_acc`` (after the last epoch), ``params``, ``flops_per_sample``, ``epoch_time_s`` (mean),
+    ``epochs``, ``train_s`` (wall time of the training including evaluation) and ``rho_net`` (the
+    classifier's overall density). With ``run_dir`` the training checkpoints there and resumes.
+    """
+    model = build_model(spec, config, data, seed)
+    tc = spec.train_config(config, seed=seed)
+    cb = ReportCallback(spec, reference, report)
+    t0 = time.perf_counter()
+    state = fit(model, data, tc, callbacks=[cb, *callbacks], run_dir=run_dir, resume=run_dir is not None)
+    train_s = time.perf_counter() - t0
+    hist = state.history
+    best_val = max(h["val_acc"] for h in hist)
+    params = count_parameters(model)
+    f_c = cb.f_c(hist, params)
+    o = spec.objective
+    topo = getattr(model, "topology", None) or getattr(getattr(model, "classifier", None), "topology", None)
+    return dict(
+        value=objective_value(1 - best_val, f_c, o.w_c, o.log10),
+        f=(1 - best_val) + o.w_c * f_c, f_p=1 - best_val, f_c=f_c,
+        val_acc=best_val, test_acc=state.metrics.get("test_acc"), params=params,
+        flops_per_sample=hist[-1].get("flops_per_sample"),
+        epoch_time_s=sum(h["epoch_time_s"] for h in hist) / len(hist), epochs=len(hist), train_s=train_s,
+        rho_net=topo.rho_net if topo is not None else None,
+    )
