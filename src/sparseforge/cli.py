@@ -221,9 +221,9 @@ def bench_linear(
 
 def _register_subcommands() -> None:
     """Commands that live with their experiments: prune, ssl, search, hw, study."""
-    from .experiments import hw_cli, prune_cli, search_cli
+    from .experiments import hw_cli, prune_cli, search_cli, study_cli
 
-    for module in (prune_cli, search_cli, hw_cli):
+    for module in (study_cli, prune_cli, search_cli, hw_cli):
         module.register(app)
 
 

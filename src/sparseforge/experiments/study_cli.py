@@ -1,0 +1,99 @@
+"""``sparseforge study``: run one of the packaged studies (``recipes/study_*.yaml``) or a study YAML file.
+
+    sparseforge study --list
+    sparseforge study junction_densities --setting tiny
+    sparseforge study families --setting full --run-dir runs/families --seeds 5 --quiet
+
+Hook-up: ``cli.py`` calls :func:`register` on its Typer app. Recipes are validated before anything runs
+(unknown keys refused; errors name the field, the value and what is allowed); a stopped study resumes
+where it stopped when run again with the same run directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from ..config import ConfigError
+
+out = Console()
+err = Console(stderr=True)
+
+
+def _list() -> None:
+    from .studies import list_studies
+
+    t = Table(title="studies (sparseforge study NAME --setting SETTING)")
+    for c in ("name", "title", "settings (sub-runs)"):
+        t.add_column(c)
+    for s in list_studies():
+        t.add_row(s["name"], s["title"], ", ".join(f"{k} ({v})" for k, v in s["settings"].items()))
+    out.print(t)
+
+
+def register(app: typer.Typer) -> None:
+    """Add the ``study`` command to ``app``."""
+
+    @app.command("study")
+    def study(
+        name: Optional[str] = typer.Argument(None, help="study name (see --list) or a study YAML file"),
+        setting: str = typer.Option("tiny", "--setting", help="tiny (CI, seconds), medium or full (see --list)"),
+        run_dir: Optional[Path] = typer.Option(None, "--run-dir",
+                                               help="run directory (default runs/study_NAME_SETTING); resumes"),
+        seeds: Optional[int] = typer.Option(None, "--seeds", help="number of seeds (default: the setting's)"),
+        list_: bool = typer.Option(False, "--list", help="list the studies and their settings"),
+        quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
+    ) -> None:
+        """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
+        try:
+            if list_:
+                _list()
+                return
+            if name is None:
+                raise ConfigError("give a study NAME (or --list to see them)")
+            from .studies import expand, load_recipe, seeds_for
+
+            recipe = load_recipe(name)
+            plan = expand(recipe, setting)
+            seed_list = seeds_for(recipe.settings[setting], seeds)
+        except ConfigError as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2)
+
+        import torch
+
+        from ..data import DatasetUnavailable
+        from .progress import RichProgress
+        from .studies import run_study
+
+        torch.set_num_threads(recipe.settings[setting].threads)
+        rd = run_dir or Path("runs") / f"study_{recipe.name}_{setting}"
+        total = len(plan) * len(seed_list)
+        if not quiet:
+            err.print(f"study {recipe.name} ({setting}): {len(plan)} configurations x {len(seed_list)} seeds = "
+                      f"{total} sub-runs -> {rd}")
+
+        def notify(ev: dict) -> None:
+            if quiet:
+                return
+            row = ev["row"]
+            tag = "[dim]reused[/dim]" if ev["reused"] else "[green]done[/green]"
+            err.print(f"{tag} [{ev['index']}/{ev['total']}] {escape(ev['label'])} seed {ev['seed']}: "
+                      f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
+
+        try:
+            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
+                            callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)])
+        except (ConfigError, DatasetUnavailable) as e:
+            err.print(f"[red]error:[/red] {e}")
+            raise typer.Exit(2)
+        out.print(f"[bold]{recipe.title}[/bold] ({setting}, seeds {res.seeds})")
+        for c in res.analysis.conclusions:
+            out.print(f"- {c.replace('**', '')}")
+        out.print(f"trained {res.trained}, reused {res.reused} sub-runs in {res.wall_s:.1f} s; "
+                  f"wrote {rd}/report.md, table.csv, runs.csv, " + ", ".join(res.analysis.figures))
