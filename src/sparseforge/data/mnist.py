@@ -21,13 +21,13 @@ import importlib.util
 import math
 import os
 import struct
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import numpy as np
 
+from ..io import atomic_path
 from .base import DataSplits, DatasetUnavailable, register, split_arrays
 
 __all__ = ["read_idx", "cache_dir", "load_mnist", "load_fashion_mnist", "FASHION_MNIST_ROOT"]
@@ -165,16 +165,9 @@ def _read_zarr(path: Path) -> dict[str, np.ndarray]:
 
 
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """Write ``arrays`` as an uncompressed .npz via a temp file + ``os.replace``."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    """Write ``arrays`` as an uncompressed .npz, atomically."""
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _mnist_offline() -> dict[str, np.ndarray]:

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from sparseforge.io import write_text
 from sparseforge.topology.network import NetworkTopology
 from sparseforge.topology.pattern import Pattern
 
@@ -48,19 +48,6 @@ __all__ = ["ExportedNetwork", "export_network", "load_export", "read_memh", "wri
 SUMMARY = "hardware.json"
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_memh(path: str | os.PathLike, values: np.ndarray, bits: int) -> Path:
     """Write non-negative integers (already bit patterns, ``< 2**bits``) one per line in hex."""
     v = np.asarray(values, dtype=np.int64).reshape(-1)
@@ -68,7 +55,7 @@ def write_memh(path: str | os.PathLike, values: np.ndarray, bits: int) -> Path:
         raise HardwareError(f"{path}: values must lie in [0, 2**{bits}) to fit {bits} bits, got [{v.min()}, {v.max()}]")
     digits = max(1, -(-bits // 4))
     path = Path(path)
-    _atomic_write(path, "".join(f"{int(x):0{digits}x}\n" for x in v))
+    write_text(path, "".join(f"{int(x):0{digits}x}\n" for x in v))
     return path
 
 
@@ -214,7 +201,7 @@ def export_network(
     if extra:
         summary["extra"] = extra
     path = root / SUMMARY
-    _atomic_write(path, json.dumps(summary, indent=2) + "\n")
+    write_text(path, json.dumps(summary, indent=2) + "\n")
     return path
 
 

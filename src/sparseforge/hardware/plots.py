@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 from typing import Sequence
 
+from ..io import atomic_path
 from .resources import SweepPoint
 
 __all__ = ["plot_z_sweep"]
@@ -44,8 +45,6 @@ def plot_z_sweep(points: Sequence[SweepPoint], path: str | os.PathLike, *, title
     axes[0].set_ylabel("clocks per input (block cycle)")
     fig.suptitle(title or "design space over z (blue: balanced pipeline, orange: unbalanced)")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{path.suffix}")
-    fig.savefig(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format=path.suffix.lstrip(".") or "png")
     return path
