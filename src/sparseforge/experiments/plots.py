@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Sequence
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
@@ -54,6 +55,9 @@ def plot_metric_vs_density(
     if baseline is not None:
         ax.axhline(100 * baseline, ls="--", c="gray", label="fully connected")
     ax.set_xscale("log")
+    ticks = sorted({100 * r[x] for r in rows})
+    ax.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+    ax.set_xticks(ticks, [f"{t:.3g}" for t in ticks])
     ax.set_xlabel("overall density rho_net (%)")
     ax.set_ylabel(ylabel)
     ax.grid(True, which="both", alpha=0.3)
