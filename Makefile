@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q $(TORCH_SPEC)
 	$(PY) -m pip install -q -e '.[mnist,test]'
+	$(PY) -m sparseforge.kernels.build || echo "note: compiled kernels unavailable; using the stock PyTorch path"
 	touch $(STAMP)
 
 install: $(STAMP)

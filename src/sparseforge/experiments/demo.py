@@ -33,7 +33,7 @@ class DemoConfig:
     net: tuple[int, ...] = (784, 112, 10)
     densities: tuple[float, ...] = DEFAULT_DENSITIES
     dataset: str = "mnist"
-    epochs: int = 8
+    epochs: int = 15
     batch_size: int = 128
     lr: float = 2e-3
     seed: int = 0

@@ -1,5 +1,23 @@
-"""Fast sparse products: ``torch.autograd.Function`` wrappers over a pattern's index tensors."""
+"""Fast sparse products: ``torch.autograd.Function`` wrappers over a pattern's index tensors.
 
-from .ell import EllProduct, SparseLayout, gather_sum, sddmm, sparse_matmul_fm
+Two implementations with one meaning: stock PyTorch ops (portable fallback, any device) and compiled
+CPU kernels (:mod:`.native`, built on first use). :func:`set_backend` / :func:`use_backend` choose.
+"""
 
-__all__ = ["EllProduct", "SparseLayout", "gather_sum", "sddmm", "sparse_matmul_fm"]
+from .backend import BACKENDS, get_backend, resolve_backend, set_backend, use_backend
+from .ell import EllProduct, SparseLayout, gather_sum, sddmm, shared_index_group, sparse_matmul_fm, stock_spmm
+
+__all__ = [
+    "BACKENDS",
+    "EllProduct",
+    "SparseLayout",
+    "gather_sum",
+    "get_backend",
+    "resolve_backend",
+    "sddmm",
+    "set_backend",
+    "shared_index_group",
+    "sparse_matmul_fm",
+    "stock_spmm",
+    "use_backend",
+]

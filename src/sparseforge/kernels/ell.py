@@ -1,4 +1,4 @@
-"""Sparse x dense products for a junction's pattern, built from stock PyTorch ops (the portable path).
+"""Sparse x dense products for a junction's pattern: the layout, the stock-ops path and the autograd Function.
 
 Activations are *feature-major*: ``x_fm`` has shape ``[n_in, batch]``, so each left node's activations
 are one contiguous row. For a pattern with CSR arrays ``(indptr, indices)`` and edge values ``values``
@@ -10,6 +10,9 @@ are one contiguous row. For a pattern with CSR arrays ``(indptr, indices)`` and 
 * grad values: ``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>`` (a sampled dense-dense product, SDDMM).
 
 Every product costs O(edges * batch) time and O(edges) extra memory; nothing is ever densified.
+
+:class:`EllProduct` runs these products with the backend chosen by :mod:`.backend`: the stock ops below
+(portable: any device, any dtype) or the compiled CPU kernels of :mod:`.native` (same meaning, faster).
 """
 
 from __future__ import annotations
@@ -17,10 +20,13 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..topology import Pattern
+from . import native
+from .backend import resolve_backend
 
 # torch marks CSR tensors as beta on every construction; sddmm builds one per backward pass.
 warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
@@ -38,6 +44,9 @@ class SparseLayout:
         t_indices, t_offsets: the transposed pattern (right node of each edge, grouped by left node).
         t_perm: ``[edges]``; edge ``e`` of the transposed pattern is edge ``t_perm[e]`` of this one.
         t_ell: ``[n_in, d_out]`` view of ``t_indices`` when the out-degree is fixed, else None.
+        t_indptr: ``[n_in + 1]`` CSR row pointers of the transposed pattern (``t_offsets = t_indptr[:-1]``).
+        group, t_group: ``G`` when every ``G`` consecutive rows of the pattern (of its transpose) share one
+            index list (G in 8, 4, 2; else 1); the native kernels then reuse each gathered row ``G`` times.
     """
 
     n_in: int
@@ -49,6 +58,9 @@ class SparseLayout:
     t_offsets: torch.Tensor
     t_perm: torch.Tensor
     t_ell: torch.Tensor | None
+    t_indptr: torch.Tensor
+    group: int = 1
+    t_group: int = 1
 
     @classmethod
     def from_pattern(cls, pattern: Pattern, device: torch.device | str | None = None) -> SparseLayout:
@@ -57,7 +69,7 @@ class SparseLayout:
         def t(a) -> torch.Tensor:
             return torch.as_tensor(a.copy(), dtype=torch.int64, device=device)
 
-        indices, t_indices = t(pattern.indices), t(pt.indices)
+        indices, t_indices, t_indptr = t(pattern.indices), t(pt.indices), t(pt.indptr)
         return cls(
             n_in=pattern.n_in,
             n_out=pattern.n_out,
@@ -65,9 +77,12 @@ class SparseLayout:
             indices=indices,
             ell=indices.view(pattern.n_out, -1) if pattern.is_fixed_in_degree and pattern.edges else None,
             t_indices=t_indices,
-            t_offsets=t(pt.indptr[:-1]),
+            t_offsets=t_indptr[:-1],
             t_perm=t(perm),
             t_ell=t_indices.view(pattern.n_in, -1) if pt.is_fixed_in_degree and pattern.edges else None,
+            t_indptr=t_indptr,
+            group=shared_index_group(pattern),
+            t_group=shared_index_group(pt),
         )
 
     @property
@@ -108,36 +123,66 @@ def sddmm(layout: SparseLayout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> 
 
     ``grad_y_fm``: ``[n_out, batch]``; ``x_fm``: ``[n_in, batch]``.
     """
-    pattern = torch.sparse_csr_tensor(
     # zeros, not empty: sampled_addmm multiplies the input by beta=0, and 0 * (uninitialised NaN) is NaN
+    pattern = torch.sparse_csr_tensor(
         layout.indptr, layout.indices, torch.zeros(layout.edges, dtype=x_fm.dtype, device=x_fm.device),
         size=(layout.n_out, layout.n_in), check_invariants=False,
     )
     return torch.sparse.sampled_addmm(pattern, grad_y_fm, x_fm.t(), beta=0.0).values()
 
 
+def shared_index_group(pattern: Pattern) -> int:
+    """Largest ``G`` in (8, 4, 2) such that every ``G`` consecutive rows of ``pattern`` have identical index
+    lists (fixed in-degree only), else 1."""
+    if not pattern.edges or not pattern.is_fixed_in_degree:
+        return 1
+    ell = pattern.ell()
+    for g in (8, 4, 2):
+        if pattern.n_out % g == 0:
+            blocks = ell.reshape(pattern.n_out // g, g, -1)
+            if np.array_equal(blocks, np.broadcast_to(blocks[:, :1], blocks.shape)):
+                return g
+    return 1
+
+
+def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """The pattern (or, with ``transposed``, its transpose) times ``x_fm``; ``values`` in the pattern's edge order."""
+    if transposed:
+        return gather_sum(layout.t_ell, layout.t_indices, layout.t_offsets, x_fm, values.index_select(0, layout.t_perm))
+    return gather_sum(layout.ell, layout.indices, layout.offsets, x_fm, values)
+
+
+#: backend name -> (spmm, sddmm) with the signatures of :func:`stock_spmm` and :func:`sddmm`.
+PRODUCTS = {"stock": (stock_spmm, sddmm), "native": (native.spmm, native.sddmm)}
+
+
 class EllProduct(torch.autograd.Function):
-    """``y_fm = W x_fm`` for the sparse ``W`` given by ``(layout, values)``; stock-ops implementation."""
+    """``y_fm = W x_fm`` for the sparse ``W`` given by ``(layout, values)``.
+
+    The backend (:func:`~sparseforge.kernels.resolve_backend`) is chosen at forward time from the tensors'
+    device and dtype and kept for the backward pass.
+    """
 
     @staticmethod
     def forward(ctx, x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
         flat_values = values.reshape(-1)
         ctx.layout = layout
+        ctx.products = PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)]
         ctx.save_for_backward(x_fm, flat_values)
         ctx.values_shape = values.shape
-        return gather_sum(layout.ell, layout.indices, layout.offsets, x_fm, flat_values)
+        return ctx.products[0](layout, flat_values, x_fm)
 
     @staticmethod
     def backward(ctx, grad_y_fm: torch.Tensor):
         layout: SparseLayout = ctx.layout
+        spmm, sampled = ctx.products
         x_fm, flat_values = ctx.saved_tensors
         grad_y_fm = grad_y_fm.contiguous()
         grad_x = grad_v = None
         if ctx.needs_input_grad[0]:
-            grad_x = gather_sum(layout.t_ell, layout.t_indices, layout.t_offsets, grad_y_fm,
-                                flat_values[layout.t_perm])
+            grad_x = spmm(layout, flat_values, grad_y_fm, transposed=True)
         if ctx.needs_input_grad[1]:
-            grad_v = sddmm(layout, grad_y_fm, x_fm).view(ctx.values_shape)
+            grad_v = sampled(layout, grad_y_fm, x_fm).view(ctx.values_shape)
         return grad_x, grad_v, None
 
 
@@ -148,4 +193,7 @@ def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLay
     """
     if x_fm.dim() != 2 or x_fm.shape[0] != layout.n_in:
         raise ValueError(f"x_fm must be [n_in={layout.n_in}, batch], got {tuple(x_fm.shape)}")
+    if values.numel() != layout.edges or values.dtype != x_fm.dtype:
+        raise ValueError(f"values must hold one {x_fm.dtype} per edge ({layout.edges}), got "
+                         f"{values.numel()} of {values.dtype}")
     return EllProduct.apply(x_fm, values, layout)

@@ -1,0 +1,68 @@
+"""Which implementation of the sparse products runs: ``"auto"``, ``"stock"`` or ``"native"``.
+
+* ``"stock"``: stock PyTorch ops (``embedding_bag``, ``sampled_addmm``); any device and dtype.
+* ``"native"``: the compiled CPU kernels of :mod:`.native` for float32/float64 CPU tensors (other tensors,
+  e.g. CUDA or half precision, still take the stock path). Selecting it when it cannot be built raises.
+* ``"auto"`` (default): native where it applies and is available, stock otherwise.
+
+The default comes from the environment variable ``SPARSEFORGE_BACKEND`` when set.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager
+from typing import Iterator
+
+import torch
+
+from . import native
+
+BACKENDS = ("auto", "stock", "native")
+NATIVE_DTYPES = (torch.float32, torch.float64)
+
+
+def _check(name: object, where: str = "backend") -> str:
+    if name not in BACKENDS:
+        raise ValueError(f"{where}={name!r} is not a kernel backend; allowed: {', '.join(map(repr, BACKENDS))}")
+    return str(name)
+
+
+_setting = _check(os.environ.get("SPARSEFORGE_BACKEND", "auto"), "SPARSEFORGE_BACKEND")
+
+
+def set_backend(name: str) -> None:
+    """Select the kernel backend for all later products (process-wide).
+
+    Raises:
+        ValueError: unknown name (the message lists the allowed ones).
+        RuntimeError: ``"native"`` when the native kernels cannot be built or loaded here.
+    """
+    global _setting
+    name = _check(name)
+    if name == "native" and not native.available():
+        raise RuntimeError(f"backend 'native' is unavailable here: {native.info().get('error')}; use 'auto' or 'stock'")
+    _setting = name
+
+
+def get_backend() -> str:
+    """The current setting: ``"auto"``, ``"stock"`` or ``"native"``."""
+    return _setting
+
+
+@contextmanager
+def use_backend(name: str) -> Iterator[None]:
+    """Context manager: ``with use_backend("stock"): ...`` runs with that backend, then restores the previous."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def resolve_backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
+    """The implementation (``"stock"`` or ``"native"``) that products on such tensors use now."""
+    if _setting == "stock" or torch.device(device).type != "cpu" or dtype not in NATIVE_DTYPES:
+        return "stock"
+    return "native" if native.available() else "stock"

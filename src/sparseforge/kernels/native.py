@@ -1,0 +1,133 @@
+"""The compiled CPU kernels (``csrc/ell.cpp``), built on first use with torch's extension machinery.
+
+The C++ source ships inside the package and is compiled just-in-time by
+:func:`torch.utils.cpp_extension.load` (the system C++ compiler, ``ninja``, OpenMP, ``-O3 -march=native``)
+into a cache directory keyed by a hash of the source, the flags, the compiler, the torch and Python
+versions and the CPU, so it compiles once per machine and source version (about 20 s of one core) and
+later processes only load the library (no ninja run, no file-time checks).
+Nothing is downloaded. When no compiler (or ninja) is available or the build fails, :func:`available`
+returns False after one :class:`RuntimeWarning` and the stock-ops path is used instead.
+
+``python -m sparseforge.kernels.build`` compiles ahead of time (e.g. in an install step).
+
+Environment:
+    SPARSEFORGE_KERNEL_CACHE: cache directory (default ``$XDG_CACHE_HOME/sparseforge/kernels`` or
+        ``~/.cache/sparseforge/kernels``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import platform
+import threading
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+SOURCE = Path(__file__).with_name("csrc") / "ell.cpp"
+CFLAGS = ("-O3", "-march=native", "-fopenmp")
+LDFLAGS = ("-fopenmp",)
+
+_lock = threading.Lock()
+_state: dict[str, object] = {}  # "ok": bool, "error": str, "seconds": float, "directory": str
+
+
+def _cpu_signature() -> str:
+    """Text identifying the CPU's instruction set (the build uses -march=native)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            lines = [ln for ln in f if ln.startswith(("model name", "flags", "Features"))]
+        return "".join(sorted(set(lines)))
+    except OSError:
+        return platform.processor() or platform.machine()
+
+
+def cache_key() -> str:
+    """Hash of everything the compiled library depends on (16 hex digits)."""
+    h = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), torch.__version__.encode(),
+                 platform.python_version().encode(), os.environ.get("CXX", "c++").encode(),
+                 platform.machine().encode(), _cpu_signature().encode()):
+        h.update(part)
+    return h.hexdigest()[:16]
+
+
+def cache_dir() -> Path:
+    """Where the compiled library lives for this source, flags, torch and CPU."""
+    root = os.environ.get("SPARSEFORGE_KERNEL_CACHE")
+    if not root:
+        base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+        root = os.path.join(base, "sparseforge", "kernels")
+    return Path(root) / f"ell-{cache_key()}"
+
+
+def load(verbose: bool = False) -> bool:
+    """Compile (if needed) and load the kernels into ``torch.ops.sparseforge``; True on success.
+
+    Runs once per process; a failure is reported once as a RuntimeWarning and remembered.
+    """
+    with _lock:
+        if "ok" in _state:
+            return bool(_state["ok"])
+        start = time.perf_counter()
+        try:
+            from torch.utils.cpp_extension import load as load_extension
+
+            directory, name = cache_dir(), f"sparseforge_ell_{cache_key()}"
+            library = directory / f"{name}.so"
+            try:  # the directory is keyed by content: an existing library is current (no ninja, no mtimes)
+                torch.ops.load_library(str(library))
+            except OSError:  # not built yet (or half-written by a concurrent build): build under torch's lock
+                directory.mkdir(parents=True, exist_ok=True)
+                load_extension(  # flag lists are copied: load() appends to them
+                    name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                    build_directory=str(directory), is_python_module=False, verbose=verbose,
+                )
+            _state.update(ok=True, directory=str(directory))
+        except Exception as exc:  # no compiler, no ninja, compile error, unwritable cache, ...
+            _state.update(ok=False, error=f"{type(exc).__name__}: {str(exc).strip()[-500:]}")
+            warnings.warn(
+                f"sparseforge: the native kernels could not be built or loaded ({_state['error']}); "
+                "using the stock-ops kernels (correct, slower). Set SPARSEFORGE_BACKEND=stock to silence this.",
+                RuntimeWarning, stacklevel=2,
+            )
+        _state["seconds"] = time.perf_counter() - start
+        return bool(_state["ok"])
+
+
+def available() -> bool:
+    """True when the native kernels are loaded or can be built now (builds them on first call)."""
+    ok = _state.get("ok")
+    return load() if ok is None else bool(ok)
+
+
+def info() -> dict[str, object]:
+    """What :func:`load` did: ``ok``, ``seconds`` (build or load time), ``directory`` or ``error``."""
+    return dict(_state)
+
+
+# ---------------------------------------------------------------------------------------------- ops
+# Same signatures as the stock products in ``ell.py``; ``layout`` is a ``SparseLayout``.
+
+def _rows(t: torch.Tensor) -> torch.Tensor:
+    """``t`` itself when its rows are unit-stride (any row stride), else a contiguous copy."""
+    if t.shape[1] <= 1 or (t.stride(1) == 1 and t.stride(0) >= t.shape[1]):
+        return t
+    return t.contiguous()
+
+
+def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False) -> torch.Tensor:
+    """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``; ``values`` in the
+    pattern's edge order."""
+    if transposed:
+        t_values = values.index_select(0, layout.t_perm)
+        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, t_values, _rows(x_fm), layout.t_group)
+    return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group)
+
+
+def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:
+    """``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>``, shape ``[edges]``."""
+    return torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, _rows(grad_y_fm), _rows(x_fm), layout.group)

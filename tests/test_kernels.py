@@ -1,0 +1,228 @@
+"""Every kernel backend against dense float64 math: forward, grad input, grad values; backend selection."""
+
+import numpy as np
+import pytest
+import torch
+
+from sparseforge.kernels import (
+    BACKENDS,
+    SparseLayout,
+    get_backend,
+    native,
+    resolve_backend,
+    set_backend,
+    shared_index_group,
+    sparse_matmul_fm,
+    use_backend,
+)
+from sparseforge.topology import Pattern, random_uniform, structured
+from sparseforge.topology.grouped import grouped
+
+
+needs_native = pytest.mark.skipif(not native.available(), reason="native kernels cannot be built here")
+BACKEND_PARAMS = ["stock", pytest.param("native", marks=needs_native)]
+
+
+def patterns() -> dict[str, Pattern]:
+    rng = np.random.default_rng(0)
+    sparse_rows = np.zeros((6, 9), bool)
+    sparse_rows[[0, 2, 5], :] = rng.random((3, 9)) < 0.5
+    sparse_rows[0, 0] = True  # rows 1, 3, 4 read nothing; some columns feed nothing
+    shared = np.sort(rng.choice(40, (3, 11), replace=True), 1)
+    shared = np.stack([np.unique(r)[:5] for r in shared])
+    return {
+        "structured": structured(48, 40, 5, seed=1),  # fixed in- and out-degree (ELL)
+        "random": random_uniform(37, 29, density=0.2, seed=2),  # variable degrees (CSR)
+        "empty-rows": Pattern.from_dense(sparse_rows),
+        "grouped4": grouped(40, 32, 8, group=4, seed=3),
+        "grouped8": Pattern.from_ell(np.repeat(shared, 8, axis=0), 40),  # group 8; transpose groups too
+        "grouped2": grouped(30, 18, 6, group=2, seed=4),
+        "full": Pattern.full(7, 5),
+    }
+
+
+PATTERNS = patterns()
+
+
+def dense_reference(pattern: Pattern, values: torch.Tensor, x_fm: torch.Tensor, g_fm: torch.Tensor):
+    """(y, grad_x, grad_values) from a dense float64 weight built edge by edge."""
+    w = torch.zeros(pattern.shape, dtype=torch.float64)
+    v = values.detach().double()
+    for e, (r, c) in enumerate(zip(pattern.rows, pattern.indices)):
+        w[r, c] = v[e]
+    x = x_fm.detach().double()
+    g = g_fm.double()
+    y = w @ x
+    grad_x = w.t() @ g
+    grad_w = g @ x.t()
+    grad_v = grad_w[torch.as_tensor(pattern.rows), torch.as_tensor(pattern.indices)]
+    return y, grad_x, grad_v
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", list(PATTERNS))
+@pytest.mark.parametrize("batch", [1, 7, 37, 300])  # 300: several column blocks (native)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_products_equal_dense_float64(backend, name, batch, dtype):
+    pattern = PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    values = torch.randn(pattern.edges, generator=gen, dtype=dtype, requires_grad=True)
+    x_fm = torch.randn(pattern.n_in, batch, generator=gen, dtype=dtype, requires_grad=True)
+    g_fm = torch.randn(pattern.n_out, batch, generator=gen, dtype=dtype)
+    with use_backend(backend):
+        y = sparse_matmul_fm(x_fm, values, layout)
+        y.backward(g_fm)
+    ref_y, ref_gx, ref_gv = dense_reference(pattern, values, x_fm, g_fm)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert y.dtype == dtype and y.shape == (pattern.n_out, batch)
+    torch.testing.assert_close(y.double(), ref_y, **tol)
+    torch.testing.assert_close(x_fm.grad.double(), ref_gx, **tol)
+    torch.testing.assert_close(values.grad.double(), ref_gv, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_non_contiguous_inputs(backend):
+    pattern = PATTERNS["random"]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(0)
+    values = torch.randn(pattern.edges, generator=gen, dtype=torch.float64)
+    batch_major = torch.randn(9, pattern.n_in, generator=gen, dtype=torch.float64)
+    wide = torch.randn(pattern.n_in, 20, generator=gen, dtype=torch.float64)
+    g_fm = torch.randn(pattern.n_out, 20, generator=gen, dtype=torch.float64)
+    inputs = {
+        "transposed": batch_major.t(),  # what SparseLinear.forward passes: stride (1, n_in)
+        "row-stride": wide[:, 3:12],  # unit stride along the batch, rows 20 apart
+        "strided-batch": wide[:, ::2],  # stride 2 along the batch
+    }
+    for label, x in inputs.items():
+        x = x.detach().requires_grad_()
+        gy = g_fm[:, : x.shape[1]].t().contiguous().t()  # non-contiguous grad_y as well
+        with use_backend(backend):
+            y = sparse_matmul_fm(x, values.detach().requires_grad_(), layout)
+            (gx,) = torch.autograd.grad(y, x, gy)
+        ref_y, ref_gx, _ = dense_reference(pattern, values, x, gy)
+        torch.testing.assert_close(y, ref_y, msg=label)
+        torch.testing.assert_close(gx, ref_gx, msg=label)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", ["random", "grouped4", "empty-rows"])
+def test_gradcheck_float64(backend, name):
+    pattern = PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(1)
+    x = torch.randn(pattern.n_in, 3, generator=gen, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(pattern.edges, generator=gen, dtype=torch.float64, requires_grad=True)
+    with use_backend(backend):
+        assert torch.autograd.gradcheck(lambda a, b: sparse_matmul_fm(a, b, layout), (x, v))
+
+
+def test_backends_agree_on_large_grouped_float32():
+    """Vector bodies and tails of every unroll depth at a realistic width (batch not a multiple of 16)."""
+    if not native.available():
+        pytest.skip("native kernels cannot be built here")
+    pattern = grouped(256, 128, 32, group=4, seed=0)
+    layout = SparseLayout.from_pattern(pattern)
+    assert layout.group == 4
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(256, 77, generator=gen, requires_grad=True)
+    v = torch.randn(pattern.edges, generator=gen, requires_grad=True)
+    g = torch.randn(128, 77, generator=gen)
+    results = {}
+    for backend in ("stock", "native"):
+        with use_backend(backend):
+            y = sparse_matmul_fm(x, v, layout)
+            results[backend] = (y, *torch.autograd.grad(y, (x, v), g))
+    for a, b in zip(results["stock"], results["native"]):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-4)
+
+
+def test_shared_index_group_detection():
+    assert shared_index_group(PATTERNS["grouped4"]) == 4
+    assert shared_index_group(PATTERNS["grouped8"]) == 8
+    assert shared_index_group(PATTERNS["grouped2"]) == 2
+    assert shared_index_group(PATTERNS["structured"]) == 1
+    assert shared_index_group(PATTERNS["random"]) == 1  # variable in-degree: never grouped
+    layout = SparseLayout.from_pattern(PATTERNS["full"])
+    assert layout.group == 1 and layout.t_group == 1  # 5 rows: no G divides 5
+    assert SparseLayout.from_pattern(Pattern.full(8, 4)).group == 4
+
+
+# ---------------------------------------------------------------------------------------- selection
+def test_backend_switch_and_context_manager():
+    before = get_backend()
+    assert before in BACKENDS
+    with use_backend("stock"):
+        assert get_backend() == "stock"
+        assert resolve_backend("cpu", torch.float32) == "stock"
+    assert get_backend() == before
+    with pytest.raises(ValueError, match="'auto', 'stock', 'native'"):
+        set_backend("fast")
+    with pytest.raises(ValueError, match="allowed"):
+        with use_backend("cuda"):
+            pass
+    assert get_backend() == before
+
+
+def test_auto_resolution_by_device_dtype_and_availability(monkeypatch):
+    with use_backend("auto"):
+        assert resolve_backend("cpu", torch.float16) == "stock"  # native is fp32/fp64 only
+        assert resolve_backend("cuda", torch.float32) == "stock"  # native is CPU only
+        expected = "native" if native.available() else "stock"
+        assert resolve_backend("cpu", torch.float32) == expected
+        # a machine where the build failed: auto falls back, explicit native refuses with the reason
+        monkeypatch.setattr(native, "_state", {"ok": False, "error": "no compiler"})
+        assert resolve_backend("cpu", torch.float64) == "stock"
+        with pytest.raises(RuntimeError, match="no compiler"):
+            set_backend("native")
+        assert get_backend() == "auto"
+        # and the products still work (stock path)
+        layout = SparseLayout.from_pattern(PATTERNS["structured"])
+        y = sparse_matmul_fm(torch.ones(48, 2), torch.ones(layout.edges), layout)
+        torch.testing.assert_close(y, torch.full((40, 2), 6.0))
+
+
+@needs_native
+def test_native_op_rejects_bad_arguments():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    x = torch.randn(48, 4)
+    v = torch.randn(layout.edges)
+    with pytest.raises(RuntimeError, match="group"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x, 3)
+    with pytest.raises(RuntimeError, match="dtype"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x.double(), 1)
+    with pytest.raises(ValueError, match="one torch.float32 per edge"):
+        sparse_matmul_fm(x, v[:-1], layout)
+
+
+@needs_native
+def test_native_cache_is_keyed_by_source_and_reused():
+    info = native.info()
+    assert info["ok"] and native.cache_key() in info["directory"]
+    assert native.cache_key() == native.cache_key()  # deterministic: a second process finds the same build
+    assert native.load() is True  # loading again is a no-op
+
+
+# ---------------------------------------------------------------------------------------------- CUDA
+@pytest.mark.cuda
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_layer_matches_cpu():
+    from sparseforge.nn import SparseLinear
+
+    pattern = PATTERNS["random"]
+    torch.manual_seed(0)
+    cpu = SparseLinear(pattern).double()
+    gpu = SparseLinear(pattern).double()
+    gpu.load_state_dict(cpu.state_dict())
+    gpu = gpu.to("cuda")
+    x = torch.randn(5, pattern.n_in, dtype=torch.float64)
+    xc, xg = x.clone().requires_grad_(), x.cuda().requires_grad_()
+    yc, yg = cpu(xc), gpu(xg)
+    g = torch.randn_like(yc)
+    yc.backward(g)
+    yg.backward(g.cuda())
+    assert resolve_backend(yg.device, yg.dtype) == "stock"
+    torch.testing.assert_close(yg.cpu(), yc)
+    torch.testing.assert_close(xg.grad.cpu(), xc.grad)
+    torch.testing.assert_close(gpu.weight.grad.cpu(), cpu.weight.grad)
