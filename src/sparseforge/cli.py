@@ -286,9 +286,9 @@ def bench_batch(
 
 def _register_subcommands() -> None:
     """Commands that live with their experiments: prune, ssl, search, hw, study."""
-    from .experiments import hw_cli, prune_cli, search_cli, study_cli
+    from .experiments import hw_cli, prune_cli, search_cli, ssl_cli, study_cli
 
-    for module in (study_cli, prune_cli, search_cli, hw_cli):
+    for module in (study_cli, prune_cli, ssl_cli, search_cli, hw_cli):
         module.register(app)
 
 
