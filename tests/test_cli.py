@@ -84,3 +84,22 @@ def test_demo_tiny_end_to_end(tmp_path):
     rows = (tmp_path / "table.csv").read_text().splitlines()
     assert len(rows) == 3  # header + FC + 20%
     assert "| 100.00% |" in (tmp_path / "report.md").read_text()
+
+
+def test_topology_radix_analysis_and_plots(tmp_path):
+    r = runner.invoke(app, ["topology", "--radices", "2,2,2", "--analyze", "--json",
+                            "--plot", str(tmp_path / "a.png"), "--paths-plot", str(tmp_path / "p.png")])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output[: r.output.rindex("}") + 1])
+    assert data["sizes"] == [8, 8, 8, 8] and data["rho_net"] == 0.25  # the seed's (2,2,2): 75% sparse
+    assert data["analysis"]["paths"]["uniform"] and data["analysis"]["paths"]["connectivity"] == 1.0
+    assert (tmp_path / "a.png").stat().st_size > 0 and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_topology_family_options_reach_the_generator():
+    r = runner.invoke(app, ["topology", "--net", "1024,64,32", "--fan-out", "4,16", "--family", "clash_free",
+                            "--z", "32", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["family"] == "clash_free"
+    r = run_cli("topology", "--radices", "10,10;3")
+    assert r.returncode == 2 and "must divide" in r.stderr
