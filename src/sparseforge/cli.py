@@ -8,14 +8,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
-from rich.table import Table
+from .experiments.console import err, out, pct, rich_table
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios against the best baseline of the same run.")
 app.add_typer(bench_app, name="bench")
-out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped to a file
-err = Console(stderr=True)
 
 
 class UserError(Exception):
@@ -39,21 +36,6 @@ def _floats(text: Optional[str], name: str) -> Optional[list[float]]:
     except ValueError:
         raise UserError(f"--{name}: expected comma-separated numbers like 0.5,0.2 or 50%,20%, got {text!r}") from None
     return vals
-
-
-def _table(rows: list[dict], title: str = "", fmt: dict | None = None) -> Table:
-    fmt = fmt or {}
-    t = Table(title=title)
-    keys = list(rows[0]) if rows else []
-    for k in keys:
-        t.add_column(k, justify="right")
-    for r in rows:
-        t.add_row(*[(fmt[k](r[k]) if k in fmt and r[k] is not None else str(r[k])) for k in keys])
-    return t
-
-
-def _pct(v: float) -> str:
-    return f"{100 * v:.2f}%"
 
 
 # ---------------------------------------------------------------------------------------------- topology
@@ -101,12 +83,12 @@ def topology(
         out.print_json(json.dumps({"sizes": topo.sizes, "family": topo.family, "junctions": rows, "edges": topo.edges,
                                    "rho_net": topo.rho_net, **({"analysis": summary} if summary else {})}))
     else:
-        out.print(_table(rows, title=f"N_net = {topo.sizes}, family {topo.family}", fmt={"density": _pct}))
+        out.print(rich_table(rows, title=f"N_net = {topo.sizes}, family {topo.family}", fmt={"density": pct}))
         out.print(f"edges {topo.edges:,} of {topo.fc_edges:,} (FC): rho_net = {100 * topo.rho_net:.2f}%")
         if summary:
             jrows = [{"junction": j["junction"], "spectral_gap": j["spectral_gap"], "scatter_fwd": j["scatter_forward"],
                       "scatter_bwd": j["scatter_backward"]} for j in summary["junctions"]]
-            out.print(_table(jrows, title="expansion and scatter per junction",
+            out.print(rich_table(jrows, title="expansion and scatter per junction",
                              fmt={k: (lambda v: f"{v:.3f}") for k in ("spectral_gap", "scatter_fwd", "scatter_bwd")}))
             pth = summary.get("paths") or {}
             if pth:
@@ -222,8 +204,8 @@ def demo(
          "s/epoch": r["epoch_time_s"]}
         for r in rows
     ]
-    out.print(_table(show, title="pre-defined sparsity vs FC",
-                     fmt={"rho_net": _pct, "test_acc": _pct, "vs FC": lambda v: f"{100 * v:+.2f}",
+    out.print(rich_table(show, title="pre-defined sparsity vs FC",
+                     fmt={"rho_net": pct, "test_acc": pct, "vs FC": lambda v: f"{100 * v:+.2f}",
                           "s/epoch": lambda v: f"{v:.2f}", "params": lambda v: f"{v:,}"}))
     out.print(f"wrote {run_dir}/table.csv, accuracy_vs_density.png, report.md")
 
@@ -232,8 +214,8 @@ def demo(
 def _print_rows(rows: list[dict], title: str) -> None:
     fmt = {k: (lambda v: f"{v:.2f}") for k, v in rows[0].items() if isinstance(v, float)} if rows else {}
     if rows and "density" in rows[0]:
-        fmt["density"] = _pct
-    out.print(_table(rows, title=title, fmt=fmt))
+        fmt["density"] = pct
+    out.print(rich_table(rows, title=title, fmt=fmt))
 
 
 def _check_clock(clock: str, threads: int) -> None:

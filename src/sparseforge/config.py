@@ -108,8 +108,8 @@ def parse(model: type[_Strict], data: dict, where: str = "") -> Any:
         raise _explain(e, where) from None
 
 
-def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:
-    """Read and validate a YAML config file."""
+def read_mapping(path: str | Path) -> dict:
+    """The YAML mapping in ``path`` (unvalidated); a missing file, bad YAML or a non-mapping is a ConfigError."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
@@ -119,7 +119,25 @@ def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:
         raise ConfigError(f"{path}: not valid YAML: {e}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
-    return parse(model, data, where=f"{path}: ")
+    return data
+
+
+def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:
+    """Read and validate a YAML config file."""
+    return parse(model, read_mapping(path), where=f"{path}: ")
+
+
+def drop_none(d: dict) -> dict:
+    """``d`` without None values, recursively (unset CLI flags), and without sections left empty."""
+    out = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            v = drop_none(v)
+            if v:
+                out[k] = v
+        elif v is not None:
+            out[k] = v
+    return out
 
 
 def merge(base: dict, override: dict) -> dict:

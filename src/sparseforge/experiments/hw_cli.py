@@ -26,8 +26,8 @@ from typing import Iterator, Literal, Optional
 import typer
 from pydantic import Field, field_validator
 from rich.console import Console
-from rich.table import Table
 
+from .console import rich_table
 from ..config import ConfigError, _Strict, load_yaml, merge, parse
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -82,17 +82,6 @@ def _clock(fill_clocks: int, proc_time: int):
     from ..hardware import ClockModel
 
     return ClockModel(fill_clocks=fill_clocks, proc_time=proc_time)
-
-
-def _table(rows: list[dict], title: str = "", fmt: Optional[dict] = None) -> Table:
-    fmt = fmt or {}
-    t = Table(title=title)
-    keys = list(rows[0]) if rows else []
-    for k in keys:
-        t.add_column(k, justify="right")
-    for r in rows:
-        t.add_row(*[(fmt[k](r[k]) if k in fmt and r[k] is not None else str(r[k])) for k in keys])
-    return t
 
 
 def _si(v: float, unit: str) -> str:
@@ -196,7 +185,7 @@ def register(app: typer.Typer) -> None:
             typer.echo(json.dumps(dict(rows, layers=banks), indent=2))
             return
         short = dict(junction="j", clocks_per_pass="clocks/pass", stall_cycles="stalls", multipliers="mults")
-        out.print(_table([{short.get(k, k): v for k, v in r.items()} for r in rows["junctions"]],
+        out.print(rich_table([{short.get(k, k): v for k, v in r.items()} for r in rows["junctions"]],
                          title=f"N_net = {tuple(sizes)}, d_out = {tuple(d)}, z = {tuple(zs)} ({mode})"))
         J = len(rep.junctions)
         procs = "FF, BP and UP" if mode == "train" else "FF"
@@ -211,7 +200,7 @@ def register(app: typer.Typer) -> None:
                   f"({rep.edge_serial_clocks_per_input} clocks per input)")
         out.print(f"multipliers: {rep.multipliers}; memory: {res.memory_bits / 1000:.1f} kbit in {res.blocks} "
                   f"block RAMs (10-bit words)")
-        out.print(_table(banks, title="banks per layer (inputs in flight)"))
+        out.print(rich_table(banks, title="banks per layer (inputs in flight)"))
         if rep.balanced:
             out.print("balanced: every junction needs the same W_i/z_i cycles and none stalls")
         else:
@@ -265,9 +254,9 @@ def register(app: typer.Typer) -> None:
                           cycles=r["cycles"], clashes=r["clashes"], left=r["left_clashes"], right=r["right_clashes"],
                           extra_reads=r["extra_reads"], stalls=r["stall_cycles"],
                           free="yes" if r["clash_free"] else "no") for r in rows]
-        out.print(_table(show_rows, title=f"family {family}: N_net = {tuple(sizes)}, d_out = {tuple(d)}, z = {tuple(zs)}"))
+        out.print(rich_table(show_rows, title=f"family {family}: N_net = {tuple(sizes)}, d_out = {tuple(d)}, z = {tuple(zs)}"))
         if listed:
-            out.print(_table(listed, title="first clashes (memory read more than once in one cycle)"))
+            out.print(rich_table(listed, title="first clashes (memory read more than once in one cycle)"))
         out.print(f"clashes: {total['clashes']}, stall cycles per pass: {total['stall_cycles']}; block cycle "
                   f"{rep.block_clocks} clocks (clash-free: {ideal})")
 
@@ -313,7 +302,7 @@ def register(app: typer.Typer) -> None:
                      files=len(j["files"]["weight"]) + len(j["files"]["addr"]) + len(j["files"]["lane"]) + 1)
                 for j in summary["junctions"]]
         wf = summary["weight_format"]
-        out.print(_table(rows, title=f"export: {wf['word_bits']}-bit weights ({wf['int_bits']} integer bits), "
+        out.print(rich_table(rows, title=f"export: {wf['word_bits']}-bit weights ({wf['int_bits']} integer bits), "
                          f"block cycle {summary['pipeline']['block_clocks']} clocks"))
         out.print(f"wrote {sum(r['files'] for r in rows)} .hex files and {path}")
 
@@ -361,7 +350,7 @@ def register(app: typer.Typer) -> None:
                       **{"in/s": _si(r["throughput_inputs_per_s"], "")}, kbit=f"{r['memory_kbit']:.1f}",
                       mems=r["memories"], brams=r["blocks"], mults=r["multipliers"],
                       bal="yes" if r["balanced"] else "no") for r in rows[:top]]
-        out.print(_table(short, title=f"z sweep ({len(rows)} configurations, fastest first; {clock_mhz:g} MHz)"))
+        out.print(rich_table(short, title=f"z sweep ({len(rows)} configurations, fastest first; {clock_mhz:g} MHz)"))
         out.print(f"wrote {csv} and {png}")
 
     @hw.command("fixed")
@@ -419,7 +408,7 @@ def register(app: typer.Typer) -> None:
                      test_acc=r["test_acc"], vs_float=r["vs_float"] if r["label"] != "float" else None,
                      weights_changed=r["weights_changed_last_epoch"], s=r["train_time_s"])
                 for r in rows]
-        out.print(_table(show, title=f"fixed point vs float after {cfg.epochs} epochs (test accuracy)",
+        out.print(rich_table(show, title=f"fixed point vs float after {cfg.epochs} epochs (test accuracy)",
                          fmt={"test_acc": _pct, "vs_float": lambda v: f"{100 * v:+.2f}", "weights_changed": _pct,
                               "s": lambda v: f"{v:.0f}"}))
         out.print(f"wrote {run_dir}/report.md, epochs.csv, summary.csv, fixed_vs_float.png")

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, DataSpec, _Strict, load_yaml, merge, parse
+from ..config import ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 out = Console()
@@ -173,16 +173,6 @@ def resolve_config(path: Path) -> Path:
     raise ConfigError(f"config file {path} does not exist (packaged recipes: {known})")
 
 
-def _drop_none(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
 
 
 def _pct(v) -> str:
@@ -261,7 +251,7 @@ def register(app: typer.Typer) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
         try:
             base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
-            flags = _drop_none({
+            flags = drop_none({
                 "model": model, "seed": seed, "threads": threads,
                 "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit},
                 "pretrain": {"epochs": epochs},

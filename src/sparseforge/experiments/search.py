@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .. import io
-from ..config import ConfigError, merge, parse
+from ..config import ConfigError, merge, parse, read_mapping
 from ..data import DataSplits
 from ..search import (
     Search, SearchSpec, create_search, default_storage, front_rows, load_search, run_worker, summary, trial_rows,
@@ -47,17 +47,8 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> SearchSpec:
     """Read and validate a search spec from YAML (a path or a recipe name); ``overrides`` are deep-merged
     first, e.g. ``{"sampler": {"name": "random", "seed": 1}}``. Errors name the field."""
-    import yaml
-
     path = recipe_path(path)
-    if not path.exists():
-        raise ConfigError(f"search config {path} does not exist")
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    data = read_mapping(path)
     return parse(SearchSpec, merge(data, overrides or {}), where=f"{path}: ")
 
 

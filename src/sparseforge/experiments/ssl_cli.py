@@ -14,7 +14,7 @@ from typing import Literal, Optional
 import typer
 from pydantic import Field, model_validator
 
-from ..config import ConfigError, DataSpec, TrainSpec, _Strict, load_yaml, merge, parse
+from ..config import ConfigError, drop_none, DataSpec, TrainSpec, _Strict, load_yaml, merge, parse
 
 RECIPES = ("lenet-filter", "lenet-shape", "resnet-depth", "tiny")
 
@@ -114,16 +114,6 @@ def load_spec(config: Optional[Path], recipe: Optional[str], overrides: dict) ->
     return parse(SSLSpec, merge(base, overrides), where=where)
 
 
-def _drop_none(d: dict) -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            v = _drop_none(v)
-            if v:
-                out[k] = v
-        elif v is not None:
-            out[k] = v
-    return out
 
 
 def _sparsity_line(label: str, enabled: bool):
@@ -174,7 +164,7 @@ def register(app: typer.Typer) -> None:
         err = Console(stderr=True)
         if not (recipe or config):
             recipe = "lenet-filter"
-        overrides = _drop_none({
+        overrides = drop_none({
             "data": {"name": dataset, "limit": limit, "seed": seed},
             "train": {"epochs": epochs, "seed": seed},
             "ssl": {"epochs": ssl_epochs, "finetune_epochs": finetune_epochs},

@@ -52,11 +52,10 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import torch
-import yaml
 from pydantic import Field, field_validator, model_validator
 
 from .. import io
-from ..config import ConfigError, TrainSpec, _Strict, parse
+from ..config import ConfigError, TrainSpec, _Strict, parse, read_mapping
 from ..data import DATASETS, DataSplits, load_dataset
 from ..data.transforms import pca_reduce, top_variance_features
 from ..nn import SparseMLP
@@ -343,12 +342,7 @@ def resolve_recipe(name: str | Path) -> Path:
 def load_recipe(name: str | Path) -> Recipe:
     """Read and validate a recipe, including every configuration of every setting."""
     path = resolve_recipe(name)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the top level must be a mapping, got {type(data).__name__}")
+    data = read_mapping(path)
     recipe = parse(Recipe, data, where=f"{path.name}: ")
     for s in recipe.settings:
         expand(recipe, s, where=f"{path.name}: ")

@@ -23,6 +23,7 @@ __all__ = [
     "is_clash_free",
     "expander_pattern",
     "fully_connected",
+    "grouped_pattern",
     "mixed_radix_pattern",
     "radix_net",
     "nearest_out_degree",
