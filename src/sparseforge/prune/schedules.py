@@ -94,18 +94,15 @@ class Constant(Schedule):
 
 
 @dataclass(frozen=True)
-class Linear(Schedule):
-    """``initial`` at ``start`` rising linearly to ``target`` at ``end`` (0 before start).
-
-    With ``every = k`` the value changes only every ``k`` steps after ``start``.
-    """
+class _Ramp(Schedule):
+    """0 before ``start``; ``initial`` at ``start`` rising to ``target`` at ``end`` along :meth:`ramp`;
+    ``target`` from ``end`` on. With ``every = k`` the value changes only every ``k`` steps."""
 
     initial: float = 0.0
     target: float = 0.9
     start: int = 0
     end: int = 1000
     every: int = 1
-    kind = "linear"
 
     def __post_init__(self) -> None:
         _check_sparsity("initial", self.initial)
@@ -114,14 +111,17 @@ class Linear(Schedule):
         if self.target < self.initial:
             raise ValueError(f"target={self.target} < initial={self.initial}: schedules must not decrease")
 
+    def ramp(self, frac: float) -> float:  # pragma: no cover - abstract
+        """The sparsity at fraction ``frac`` in [0, 1) of the way from ``start`` to ``end``."""
+        raise NotImplementedError
+
     def __call__(self, step: int) -> float:
         if step < self.start:
             return 0.0
         if step >= self.end:
             return float(self.target)
         t = self.quantize(step, self.start, self.every)
-        frac = (t - self.start) / (self.end - self.start)
-        return float(self.initial + (self.target - self.initial) * frac)
+        return float(self.ramp((t - self.start) / (self.end - self.start)))
 
     @property
     def final(self) -> float:
@@ -129,7 +129,17 @@ class Linear(Schedule):
 
 
 @dataclass(frozen=True)
-class Cubic(Schedule):
+class Linear(_Ramp):
+    """``initial`` at ``start`` rising linearly to ``target`` at ``end`` (0 before start)."""
+
+    kind = "linear"
+
+    def ramp(self, frac: float) -> float:
+        return self.initial + (self.target - self.initial) * frac
+
+
+@dataclass(frozen=True)
+class Cubic(_Ramp):
     """Zhu & Gupta: ``s_t = s_f + (s_i - s_f)(1 - (t - start)/(end - start))^3`` between start and end,
     with ``s_i = initial`` and ``s_f = target``.
 
@@ -137,32 +147,10 @@ class Cubic(Schedule):
     (many redundant weights), slow near the end (few weights left to lose).
     """
 
-    initial: float = 0.0
-    target: float = 0.9
-    start: int = 0
-    end: int = 1000
-    every: int = 1
     kind = "cubic"
 
-    def __post_init__(self) -> None:
-        _check_sparsity("initial", self.initial)
-        _check_sparsity("target", self.target)
-        _check_steps(self.start, self.end, self.every)
-        if self.target < self.initial:
-            raise ValueError(f"target={self.target} < initial={self.initial}: schedules must not decrease")
-
-    def __call__(self, step: int) -> float:
-        if step < self.start:
-            return 0.0
-        if step >= self.end:
-            return float(self.target)
-        t = self.quantize(step, self.start, self.every)
-        frac = (t - self.start) / (self.end - self.start)
-        return float(self.target + (self.initial - self.target) * (1.0 - frac) ** 3)
-
-    @property
-    def final(self) -> float:
-        return float(self.target)
+    def ramp(self, frac: float) -> float:
+        return self.target + (self.initial - self.target) * (1.0 - frac) ** 3
 
 
 @dataclass(frozen=True)
