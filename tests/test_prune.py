@@ -347,7 +347,8 @@ def test_bad_config_value_names_the_field(tmp_path):
 
 def test_packaged_recipes_validate():
     from sparseforge.config import load_yaml
-    from sparseforge.experiments.prune_cli import RECIPES, PruneSpec
+    from sparseforge.config import RECIPES
+    from sparseforge.experiments.prune_cli import PruneSpec
 
     recipes = sorted(RECIPES.glob("prune_*.yaml"))
     assert len(recipes) >= 3

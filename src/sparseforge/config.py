@@ -122,6 +122,22 @@ def read_mapping(path: str | Path) -> dict:
     return data
 
 
+RECIPES = Path(__file__).parent / "recipes"
+
+
+def resolve_recipe(path: str | Path, prefix: str) -> Path:
+    """``path`` itself when it exists, else the packaged recipe of that name
+    (``prune_tiny`` -> ``recipes/prune_tiny.yaml``); otherwise a ConfigError listing the ``prefix*`` recipes."""
+    path = Path(path)
+    if path.exists():
+        return path
+    for cand in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
+        if cand.exists():
+            return cand
+    known = ", ".join(sorted(p.stem for p in RECIPES.glob(f"{prefix}*.yaml")))
+    raise ConfigError(f"config file {path} does not exist (packaged recipes: {known})")
+
+
 def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:
     """Read and validate a YAML config file."""
     return parse(model, read_mapping(path), where=f"{path}: ")

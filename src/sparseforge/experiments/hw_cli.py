@@ -28,9 +28,8 @@ from pydantic import Field, field_validator
 from rich.console import Console
 
 from .console import rich_table
-from ..config import ConfigError, _Strict, load_yaml, merge, parse
+from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, parse
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
 out = Console()
 err = Console(stderr=True)
@@ -138,14 +137,8 @@ class HwFixedSpec(_Strict):
 
 
 def resolve_config(path: Path) -> Path:
-    """``path`` itself, or the packaged recipe of that name (``hw_fixed_mnist`` -> ``recipes/hw_fixed_mnist.yaml``)."""
-    if path.exists():
-        return path
-    for cand in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
-        if cand.exists():
-            return cand
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("hw_*.yaml")))
-    raise ConfigError(f"config file {path} does not exist (packaged recipes: {known})")
+    """``path`` itself, or the packaged recipe of that name."""
+    return resolve_recipe(path, "hw_")
 
 
 # ---------------------------------------------------------------------------------------------- commands

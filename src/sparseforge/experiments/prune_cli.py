@@ -15,9 +15,8 @@ from pydantic import Field, field_validator, model_validator
 from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
+from ..config import resolve_recipe, ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
-RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 out = Console()
 err = Console(stderr=True)
 
@@ -163,14 +162,8 @@ def _ints(text: Optional[str], flag: str) -> Optional[list[int]]:
 
 
 def resolve_config(path: Path) -> Path:
-    """``path`` itself, or the packaged recipe of that name (``prune_tiny`` -> ``recipes/prune_tiny.yaml``)."""
-    if path.exists():
-        return path
-    for cand in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
-        if cand.exists():
-            return cand
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob("prune_*.yaml")))
-    raise ConfigError(f"config file {path} does not exist (packaged recipes: {known})")
+    """``path`` itself, or the packaged recipe of that name."""
+    return resolve_recipe(path, "prune_")
 
 
 
