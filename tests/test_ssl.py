@@ -1,13 +1,11 @@
 """SSL (seed 002): group norms, the group-Lasso regularizer, thinning, FLOPs, export and the `ssl` command."""
 
 import copy
-import io
 import math
 import warnings
 
 import pytest
 import torch
-import torch.nn.functional as F
 import typer
 import yaml
 from torch import nn
@@ -308,6 +306,31 @@ def test_thin_resnet_removes_blocks_and_inner_channels_with_batchnorm():
     fl_r, fl_t = model_flops(r, x[:1]), model_flops(t, x[:1])
     removed = sum(f["flops"] for f in layer_flops(r, x[:1]) if f["layer"].split(".")[0] in ("layer1_1", "layer2_0", "layer3_2"))
     assert fl_t < fl_r - removed  # the inner channels save more on top of the removed blocks
+
+
+def test_depth_prox_zeroes_branches_that_thinning_then_removes():
+    torch.manual_seed(0)
+    r = resnet20()
+    randomize_bn(r)
+    sets = ssl_groups(r, depth=1.0)
+    norms = torch.stack([gs.norms()[0].detach() for gs in sets])
+    small = [gs for gs, n in zip(sets, norms) if n < norms.median()]
+    for gs in small:
+        proximal_step(gs, tau=float(norms.median()))
+    x = torch.rand(2, 1, 28, 28)
+    t = thin(r, x[:1])
+    assert t.depth() == 20 - 2 * len(small)
+    assert_same(r, t, x)
+
+
+def test_variant_layer_scale_multiplies_coefficients():
+    from sparseforge.experiments.ssl import Variant
+
+    v = Variant("v", filter=0.2, channel=0.05, layer_scale=(("0", 0.5),))
+    lams = {(gs.layer, gs.kind): gs.lam for gs in v.groups(lenet5())}
+    assert lams == {("0", "filter"): 0.1, ("2", "filter"): 0.2, ("2", "channel"): 0.05}
+    with pytest.raises(ValueError, match="layer_scale"):
+        Variant("v", filter=0.2, layer_scale=(("9", 0.5),)).groups(lenet5())
 
 
 def test_thinned_model_saves_reloads_and_exports(tmp_path):

@@ -38,7 +38,7 @@ from torch import nn
 from .. import io
 from ..data import DataSplits, load_dataset
 from ..nn import lenet5
-from ..nn.resnet import ResNet, resnet20
+from ..nn.resnet import resnet20
 from ..ssl import (
     FreezeZeroGroups,
     GroupLasso,
