@@ -441,3 +441,13 @@ def test_cli_bad_config_value_names_the_field(tmp_path):
     assert res.exit_code == 2 and "bogus" in res.output
     res = CliRunner().invoke(make_app(), ["ssl", "--recipe", "nope", "--run-dir", str(tmp_path / "r")])
     assert res.exit_code == 2 and "lenet-filter" in " ".join(res.output.split())
+
+
+def test_packaged_recipes_validate():
+    from sparseforge.experiments.ssl_cli import RECIPES, load_spec
+
+    for name in RECIPES:
+        cfg = load_spec(None, name, {"ssl": {"epochs": 2}}).experiment()
+        assert cfg.variants and cfg.ssl_epochs == 2
+    # a partial train section keeps the recipe's other settings
+    assert load_spec(None, "lenet-filter", {"train": {"epochs": 1}}).train.optimizer == "sgd"

@@ -290,9 +290,11 @@ def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, 
             model=name, **{k: v for k, v in r.items() if k != "shape"}, shape="x".join(map(str, r["shape"])),
             thinned_type=fl_thin.get(n, {}).get("type", "removed"),
             thinned_in=fl_thin.get(n, {}).get("in_shape"), thinned_out=fl_thin.get(n, {}).get("out_shape"),
+            thinned_columns=_columns(_submodule(thinned, n)),
             flops=fb, flops_thinned=ft, flop_pct=(ft / fb if fb else math.nan),
             time_ms=to, time_thinned_ms=tt, speedup=(to / tt if tt else math.inf),
         ))
+    _time_lowering(thinned, example, layers, cfg)
     total_b = sum(r["flops"] for r in fl_base.values())
     total_t = sum(r["flops"] for r in fl_thin.values())
     blocks = {n: dict(time_ms=a, time_thinned_ms=b, speedup=a / b if b else math.inf, kept=_is_block(thinned, n))
@@ -313,6 +315,43 @@ def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, 
         if cfg.export_onnx:
             result["onnx"] = _export_onnx(thinned, example[:1], out_dir / "thinned.onnx")
     return result
+
+
+@torch.no_grad()
+def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg: SSLExperiment) -> None:
+    """For every LoweredConv2d of ``thinned``: time it against a plain Conv2d of the same (channel-thinned)
+    shape holding its zero columns, i.e. is lowering worth it on top of filter/channel removal? Adds
+    ``lowered_ms``, ``same_shape_conv_ms`` and ``lowering_speedup`` to the layer rows."""
+    from ..ssl import LoweredConv2d
+
+    ins = layer_inputs(thinned, x)
+    prev = torch.get_num_threads()
+    torch.set_num_threads(cfg.bench_threads)
+    try:
+        for r in layers:
+            m = _submodule(thinned, r["layer"])
+            if not isinstance(m, LoweredConv2d):
+                continue
+            conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
+                             bias=m.bias is not None).eval()
+            conv.weight.copy_(m.dense_weight())
+            if m.bias is not None:
+                conv.bias.copy_(m.bias)
+            tc, tl = time_pair(conv, ins[r["layer"]], m, ins[r["layer"]], cfg.bench_repeats, cfg.bench_number)
+            r.update(lowered_ms=1e3 * tl, same_shape_conv_ms=1e3 * tc, lowering_speedup=tc / tl)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _columns(m: nn.Module | None) -> int:
+    """Columns of a layer's lowered weight matrix (kept columns of a LoweredConv2d); 0 if absent."""
+    from ..ssl import LoweredConv2d
+
+    if isinstance(m, LoweredConv2d):
+        return m.n_columns
+    if isinstance(m, (nn.Conv2d, nn.Linear)):
+        return m.weight[0].numel()
+    return 0
 
 
 def _is_block(model: nn.Module, name: str) -> bool:
@@ -403,7 +442,13 @@ def _join(vals, fmt="{}") -> str:
 
 
 def table_rows(out: dict) -> list[dict]:
-    """One row per model (baseline first) with the seed's table columns, conv layers joined by '—'."""
+    """One row per model (baseline first) with the seed's table columns, conv layers joined by '—'.
+
+    ``filters``, ``channels``, ``filter_size`` are those of the thinned convs (output channels, input
+    channels, columns of the lowered weight matrix); ``learned_*_nz`` count the non-zero structures of the
+    regularized weights (a conv may have more non-zero input channels than the previous layer keeps
+    filters: channels fed by zero filters carry constants that are folded into biases).
+    """
     rows = []
     for res in [out["baseline"]] + out["variants"]:
         convs = _convs(res)
@@ -413,9 +458,12 @@ def table_rows(out: dict) -> list[dict]:
             coefficients=",".join([f"{k}={v[k]:g}" for k in KIND_FIELDS if v.get(k)]
                                    + [f"x{m:g}@{n}" for n, m in v.get("layer_scale", ())]),
             test_err=res["test_err"], test_err_thinned=1 - res["test_acc_thinned"], max_abs_diff=res["max_abs_diff"],
-            filters=_join(r["filters_nz"] for r in convs),
-            channels=_join(r["channels_nz"] for r in convs),
-            filter_size=_join(r["columns_nz"] for r in convs),
+            filters=_join((r["thinned_out"] or [0])[0] for r in convs),
+            channels=_join((r["thinned_in"] or [0])[0] for r in convs),
+            filter_size=_join(r["thinned_columns"] for r in convs),
+            learned_filters_nz=_join(r["filters_nz"] for r in convs),
+            learned_channels_nz=_join(r["channels_nz"] for r in convs),
+            learned_columns_nz=_join(r["columns_nz"] for r in convs),
             conv_flop_pct=_join((100 * r["flop_pct"] for r in convs), "{:.1f}%"),
             conv_speedup=_join((r["speedup"] for r in convs), "{:.2f}x"),
             depth=res["depth"], depth_thinned=res["depth_thinned"],
@@ -542,6 +590,9 @@ def report_markdown(out: dict, rows: list[dict], cfg: SSLExperiment) -> str:
                 f"| {r['model']} | {r['mode']} | {r['coefficients']} | {100 * r['test_err']:.2f}% | "
                 f"{r['filter_size'] if kind == 'shape' else r['filters']} | {r['channels']} | {r['conv_flop_pct']} | "
                 f"{r['conv_speedup']} | {100 * r['flop_pct']:.1f}% | {r['speedup']:.2f}× |")
+    if kind != "depth":
+        lines += ["", "Filter #, channel # and filter size are those of the thinned convs (conv1—conv2); the "
+                  "per-layer table below also gives the non-zero structures of the regularized weights."]
     lines += ["", SEED_TABLES[kind], "", "## Per layer", ""]
     lines += ["| model | layer | thinned as | filters | channels | columns | row / col / elem sparsity | FLOPs | "
               "FLOP % | ms orig | ms thinned | speedup |", "|---|---|---|---|---|---|---|---:|---:|---:|---:|---:|"]
@@ -553,13 +604,24 @@ def report_markdown(out: dict, rows: list[dict], cfg: SSLExperiment) -> str:
                 f"{100 * r['row_sparsity']:.1f}% / {100 * r['col_sparsity']:.1f}% / {100 * r['elem_sparsity']:.1f}% | "
                 f"{r['flops']:,} | {100 * r['flop_pct']:.1f}% | {r['time_ms']:.3f} | {r['time_thinned_ms']:.3f} | "
                 + ("removed |" if r["thinned_type"] == "removed" else f"{r['speedup']:.2f}× |"))
+    low = [r for res in out["variants"] for r in res["layers"] if "lowering_speedup" in r]
+    if low:
+        lines += ["", "## Lowered convs (shape-wise thinning) against a Conv2d of the same channel-thinned shape",
+                  "", "Both compute the same function; the Conv2d (oneDNN) keeps the zero columns, the lowered conv "
+                  "gathers only the kept columns and runs one GEMM.", "",
+                  "| model | layer | columns kept | Conv2d ms | lowered ms | lowering speedup |", "|---|---|---|---:|---:|---:|"]
+        for r in low:
+            lines.append(f"| {r['model']} | {r['layer']} | {r['thinned_columns']} of {r['thinned_in'][0]}x"
+                         f"{r['columns'] // max(r['channels'], 1)} | {r['same_shape_conv_ms']:.3f} | "
+                         f"{r['lowered_ms']:.3f} | {r['lowering_speedup']:.2f}× |")
     if any(res["blocks"] for res in out["variants"]):
         lines += ["", "## Residual blocks", "", "| model | block | kept | ms orig | ms thinned | speedup |",
                   "|---|---|---|---:|---:|---:|"]
         for res in out["variants"]:
             for n, b in res["blocks"].items():
+                sp = f"{b['speedup']:.2f}×" if b["kept"] else "(shortcut only)"
                 lines.append(f"| {res['model']} | {n} | {'yes' if b['kept'] else 'removed'} | {b['time_ms']:.3f} | "
-                             f"{b['time_thinned_ms']:.3f} | {b['speedup']:.2f}× |")
+                             f"{b['time_thinned_ms']:.3f} | {sp} |")
     lines += ["", "Thinned models: " + ", ".join(
         f"{res['model']}: test error {100 * (1 - res['test_acc_thinned']):.2f}%, max |diff| {res['max_abs_diff']:.2e}"
         + (f", ONNX {res['onnx']}" if "onnx" in res else "") for res in out["variants"]) + ".",
