@@ -81,6 +81,36 @@ def test_products_equal_dense_float64(backend, name, batch, dtype):
     torch.testing.assert_close(values.grad.double(), ref_gv, **tol)
 
 
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", ["structured", "random", "empty-rows", "grouped4"])
+@pytest.mark.parametrize("batch", [1, 37])
+def test_fused_bias_equals_dense_float64(backend, name, batch):
+    """y = W x + b with the bias inside the product; rows that read nothing are the bias alone."""
+    pattern = PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(7)
+    values = torch.randn(pattern.edges, generator=gen, dtype=torch.float64, requires_grad=True)
+    bias = torch.randn(pattern.n_out, generator=gen, dtype=torch.float64, requires_grad=True)
+    x_fm = torch.randn(pattern.n_in, batch, generator=gen, dtype=torch.float64, requires_grad=True)
+    g_fm = torch.randn(pattern.n_out, batch, generator=gen, dtype=torch.float64)
+    with use_backend(backend):
+        y = sparse_matmul_fm(x_fm, values, layout, bias)
+        y.backward(g_fm)
+    ref_y, ref_gx, ref_gv = dense_reference(pattern, values, x_fm, g_fm)
+    tol = dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(y, ref_y + bias.detach()[:, None], **tol)
+    torch.testing.assert_close(bias.grad, g_fm.sum(1), **tol)
+    torch.testing.assert_close(x_fm.grad, ref_gx, **tol)
+    torch.testing.assert_close(values.grad, ref_gv, **tol)
+
+
+def test_bias_of_wrong_shape_is_refused():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    x = torch.randn(48, 3)
+    with pytest.raises(ValueError, match=r"bias must be \[n_out=40\]"):
+        sparse_matmul_fm(x, torch.randn(layout.edges), layout, torch.randn(39))
+
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 def test_non_contiguous_inputs(backend):
     pattern = PATTERNS["random"]

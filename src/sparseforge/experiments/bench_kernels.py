@@ -290,6 +290,7 @@ def challenge_sparseforge(y0: np.ndarray, patterns: list[Pattern], layers: int, 
         raise ValueError(f"bias={bias} must be <= 0 (dead inputs are dropped: they must stay dead)")
     layouts = [SparseLayout.from_pattern(p) for p in patterns]
     values = [torch.full((p.edges,), weight) for p in patterns]
+    biases = [torch.full((p.n_out,), bias) for p in patterns]  # fused into the product: no pass over h
     x = torch.from_numpy(y0)
     out = torch.zeros_like(x)
     with torch.no_grad():
@@ -298,7 +299,7 @@ def challenge_sparseforge(y0: np.ndarray, patterns: list[Pattern], layers: int, 
             cols = torch.arange(start, start + h.shape[1])
             for layer in range(layers):
                 k = layer % len(layouts)
-                h = sparse_matmul_fm(h, values[k], layouts[k]).add_(bias).clamp_(0.0, cap)
+                h = sparse_matmul_fm(h, values[k], layouts[k], biases[k]).clamp_(0.0, cap)
                 alive = h.any(dim=0)
                 if not bool(alive.all()):
                     h, cols = h[:, alive].contiguous(), cols[alive]

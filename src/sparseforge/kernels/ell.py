@@ -145,11 +145,15 @@ def shared_index_group(pattern: Pattern) -> int:
     return 1
 
 
-def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False) -> torch.Tensor:
-    """The pattern (or, with ``transposed``, its transpose) times ``x_fm``; ``values`` in the pattern's edge order."""
+def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False,
+               bias: torch.Tensor | None = None) -> torch.Tensor:
+    """The pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]`` per row when
+    given; ``values`` in the pattern's edge order."""
     if transposed:
-        return gather_sum(layout.t_ell, layout.t_indices, layout.t_offsets, x_fm, values.index_select(0, layout.t_perm))
-    return gather_sum(layout.ell, layout.indices, layout.offsets, x_fm, values)
+        y = gather_sum(layout.t_ell, layout.t_indices, layout.t_offsets, x_fm, values.index_select(0, layout.t_perm))
+    else:
+        y = gather_sum(layout.ell, layout.indices, layout.offsets, x_fm, values)
+    return y if bias is None else y.add_(bias[:, None])
 
 
 #: backend name -> (spmm, sddmm) with the signatures of :func:`stock_spmm` and :func:`sddmm`.
@@ -157,20 +161,22 @@ PRODUCTS = {"stock": (stock_spmm, sddmm), "native": (native.spmm, native.sddmm)}
 
 
 class EllProduct(torch.autograd.Function):
-    """``y_fm = W x_fm`` for the sparse ``W`` given by ``(layout, values)``.
+    """``y_fm = W x_fm (+ bias[:, None])`` for the sparse ``W`` given by ``(layout, values)``; the bias is added
+    inside the product (no extra pass over ``y``).
 
     The backend (:func:`~sparseforge.kernels.resolve_backend`) is chosen at forward time from the tensors'
     device and dtype and kept for the backward pass.
     """
 
     @staticmethod
-    def forward(ctx, x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
+    def forward(ctx, x_fm: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                layout: SparseLayout) -> torch.Tensor:
         flat_values = values.reshape(-1)
         ctx.layout = layout
         ctx.products = PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)]
         ctx.save_for_backward(x_fm, flat_values)
         ctx.values_shape = values.shape
-        return ctx.products[0](layout, flat_values, x_fm)
+        return ctx.products[0](layout, flat_values, x_fm, bias=None if bias is None else bias.contiguous())
 
     @staticmethod
     def backward(ctx, grad_y_fm: torch.Tensor):
@@ -178,16 +184,20 @@ class EllProduct(torch.autograd.Function):
         spmm, sampled = ctx.products
         x_fm, flat_values = ctx.saved_tensors
         grad_y_fm = grad_y_fm.contiguous()
-        grad_x = grad_v = None
+        grad_x = grad_v = grad_b = None
         if ctx.needs_input_grad[0]:
             grad_x = spmm(layout, flat_values, grad_y_fm, transposed=True)
         if ctx.needs_input_grad[1]:
             grad_v = sampled(layout, grad_y_fm, x_fm).view(ctx.values_shape)
-        return grad_x, grad_v, None
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_y_fm.sum(1)
+        return grad_x, grad_v, grad_b, None
 
 
-def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout) -> torch.Tensor:
-    """Differentiable ``[n_out, batch] = W[n_out, n_in] @ x_fm[n_in, batch]`` for a sparse ``W``.
+def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
+                     bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable ``[n_out, batch] = W[n_out, n_in] @ x_fm[n_in, batch] (+ bias[n_out, None])`` for a
+    sparse ``W``.
 
     ``values`` holds one entry per edge in CSR order, shaped ``[edges]`` or ``[n_out, d_in]``.
     """
@@ -196,4 +206,6 @@ def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLay
     if values.numel() != layout.edges or values.dtype != x_fm.dtype:
         raise ValueError(f"values must hold one {x_fm.dtype} per edge ({layout.edges}), got "
                          f"{values.numel()} of {values.dtype}")
-    return EllProduct.apply(x_fm, values, layout)
+    if bias is not None and (bias.shape != (layout.n_out,) or bias.dtype != x_fm.dtype):
+        raise ValueError(f"bias must be [n_out={layout.n_out}] of {x_fm.dtype}, got {tuple(bias.shape)} of {bias.dtype}")
+    return EllProduct.apply(x_fm, values, bias, layout)

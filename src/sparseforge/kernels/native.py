@@ -119,13 +119,16 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
     return t.contiguous()
 
 
-def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False) -> torch.Tensor:
-    """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``; ``values`` in the
-    pattern's edge order."""
+def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False,
+         bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]``
+    per row when given (fused: the kernel starts each row from it); ``values`` in the pattern's edge order."""
     if transposed:
         t_values = values.index_select(0, layout.t_perm)
-        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, t_values, _rows(x_fm), layout.t_group)
-    return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group)
+        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, t_values, _rows(x_fm), layout.t_group,
+                                          bias)
+    return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group,
+                                      bias)
 
 
 def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:

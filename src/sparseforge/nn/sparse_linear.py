@@ -72,8 +72,7 @@ class SparseLinear(nn.Module):
     # ------------------------------------------------------------------ compute
     def forward_fm(self, x_fm: torch.Tensor) -> torch.Tensor:
         """Feature-major forward: ``[n_in, batch] -> [n_out, batch]`` (no transposes)."""
-        y = sparse_matmul_fm(x_fm, self.weight, self._layout)
-        return y if self.bias is None else y + self.bias[:, None]
+        return sparse_matmul_fm(x_fm, self.weight, self._layout, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., n_in] -> [..., n_out]``."""

@@ -5,7 +5,8 @@
 // sorted within a row). With group G > 1, rows come in groups of G consecutive rows with identical index
 // lists ("grouped" patterns): each gathered row then feeds G outputs (G multiply-adds per load).
 //
-//   spmm(indptr, indices, values, x, G) -> y[rows, batch]: y[r] = sum_e values[e] * x[indices[e]]
+//   spmm(indptr, indices, values, x, G, bias) -> y[rows, batch]: y[r] = bias[r] + sum_e values[e] * x[indices[e]]
+//                                         (bias optional: fused, it saves a pass over y)
 //   sddmm(indptr, indices, gy, x, G)    -> g[edges]:       g[e] = <gy[row(e)], x[indices[e]]>
 //
 // Forward and grad-input are spmm (grad-input over the transposed pattern, with the values permuted into
@@ -23,6 +24,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <optional>
 
 namespace {
 
@@ -92,8 +94,8 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
 
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
-void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const T* x, int64_t ldx, T* y,
-               int64_t B, int64_t g0, int64_t g1) {
+void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const T* bias, const T* x,
+               int64_t ldx, T* y, int64_t B, int64_t g0, int64_t g1) {
   constexpr int K = spmm_unroll(G);
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t r0 = g * G, beg = indptr[r0], n = indptr[r0 + 1] - beg;
@@ -106,6 +108,11 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
     if constexpr (K > 4) k = axpy_edges<T, G, 4>(idx, vals, k, n, x, ldx, yg, B, B);
     if constexpr (K > 2) k = axpy_edges<T, G, 2>(idx, vals, k, n, x, ldx, yg, B, B);
     axpy_edges<T, G, 1>(idx, vals, k, n, x, ldx, yg, B, B);
+    if (bias)  // added last, as (W x) + b rounds; the rows are still in L1
+      for (int u = 0; u < G; ++u) {
+        const T b = bias[r0 + u];
+        for (int64_t c = 0; c < B; ++c) yg[u * B + c] += b;
+      }
   }
 }
 
@@ -204,10 +211,10 @@ void with_group(int64_t group, Args&&... args) {
 
 template <typename T, int G>
 struct SpmmOp {
-  static void run(const int64_t* ip, const int64_t* id, const T* v, const T* x, int64_t ldx, T* y, int64_t B,
-                  int64_t groups, int64_t edges) {
+  static void run(const int64_t* ip, const int64_t* id, const T* v, const T* bias, const T* x, int64_t ldx, T* y,
+                  int64_t B, int64_t groups, int64_t edges) {
     at::parallel_for(0, groups, grain(groups, edges, B),
-                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, x, ldx, y, B, g0, g1); });
+                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, bias, x, ldx, y, B, g0, g1); });
   }
 };
 
@@ -221,20 +228,27 @@ struct SddmmOp {
 };
 
 at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
-                int64_t group) {
+                int64_t group, const std::optional<at::Tensor>& bias) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", values.scalar_type());
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
               "sparseforge: values must be contiguous with one entry per edge");
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
+  const bool has_bias = bias.has_value() && bias->defined();
+  if (has_bias)
+    TORCH_CHECK(bias->dim() == 1 && bias->numel() == rows && bias->is_contiguous() &&
+                    bias->scalar_type() == values.scalar_type(),
+                "sparseforge: bias must be a contiguous [rows=", rows, "] tensor of the values' dtype");
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   if (x.scalar_type() == at::kFloat)
-    with_group<SpmmOp, float>(group, ip, id, values.data_ptr<float>(), x.data_ptr<float>(), x.stride(0),
-                              y.data_ptr<float>(), B, rows / group, indices.numel());
+    with_group<SpmmOp, float>(group, ip, id, values.data_ptr<float>(), has_bias ? bias->data_ptr<float>() : nullptr,
+                              x.data_ptr<float>(), x.stride(0), y.data_ptr<float>(), B, rows / group,
+                              indices.numel());
   else if (x.scalar_type() == at::kDouble)
-    with_group<SpmmOp, double>(group, ip, id, values.data_ptr<double>(), x.data_ptr<double>(), x.stride(0),
+    with_group<SpmmOp, double>(group, ip, id, values.data_ptr<double>(),
+                               has_bias ? bias->data_ptr<double>() : nullptr, x.data_ptr<double>(), x.stride(0),
                                y.data_ptr<double>(), B, rows / group, indices.numel());
   else
     TORCH_CHECK(false, "sparseforge: spmm supports float32 and float64, got ", x.scalar_type());
@@ -265,7 +279,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
 }  // namespace
 
 TORCH_LIBRARY(sparseforge, m) {
-  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group) -> Tensor");
+  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None) -> Tensor");
   m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
 }
 
