@@ -12,6 +12,7 @@ from sparseforge.kernels import (
     resolve_backend,
     set_backend,
     shared_index_group,
+    sparse_inference_fm,
     sparse_matmul_fm,
     use_backend,
 )
@@ -103,6 +104,33 @@ def test_fused_bias_equals_dense_float64(backend, name, batch):
     torch.testing.assert_close(bias.grad, g_fm.sum(1), **tol)
     torch.testing.assert_close(x_fm.grad, ref_gx, **tol)
     torch.testing.assert_close(values.grad, ref_gv, **tol)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", ["structured", "random", "empty-rows", "grouped8"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_inference_with_fused_bias_and_clamp_equals_dense(backend, name, dtype):
+    pattern = PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(3)
+    values = torch.randn(pattern.edges, generator=gen, dtype=dtype)
+    bias = torch.randn(pattern.n_out, generator=gen, dtype=dtype)
+    x_fm = 3 * torch.randn(pattern.n_in, 37, generator=gen, dtype=dtype)
+    with use_backend(backend):
+        y = sparse_inference_fm(x_fm, values, layout, bias, (-0.5, 1.25))
+        plain = sparse_inference_fm(x_fm, values, layout)
+    ref_y = dense_reference(pattern, values, x_fm, torch.zeros(pattern.n_out, 37))[0]
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(plain.double(), ref_y, **tol)
+    expected = (ref_y + bias.double()[:, None]).clamp(-0.5, 1.25)
+    torch.testing.assert_close(y.double(), expected, **tol)
+    assert ((y == -0.5) | (y == 1.25)).any() and ((y > -0.5) & (y < 1.25)).any()  # both regimes exercised
+
+
+def test_inference_clamp_must_be_ordered():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    with pytest.raises(ValueError, match="clamp must be"):
+        sparse_inference_fm(torch.randn(48, 2), torch.randn(layout.edges), layout, clamp=(1.0, 0.0))
 
 
 def test_bias_of_wrong_shape_is_refused():

@@ -29,7 +29,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
-from ..kernels import SparseLayout, native, resolve_backend, sparse_matmul_fm, use_backend
+from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm, use_backend
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
 from ..topology import Pattern, mixed_radix_pattern, structured, valid_out_degrees
@@ -290,7 +290,7 @@ def challenge_sparseforge(y0: np.ndarray, patterns: list[Pattern], layers: int, 
         raise ValueError(f"bias={bias} must be <= 0 (dead inputs are dropped: they must stay dead)")
     layouts = [SparseLayout.from_pattern(p) for p in patterns]
     values = [torch.full((p.edges,), weight) for p in patterns]
-    biases = [torch.full((p.n_out,), bias) for p in patterns]  # fused into the product: no pass over h
+    biases = [torch.full((p.n_out,), bias) for p in patterns]  # bias and clamp fused into the product
     x = torch.from_numpy(y0)
     out = torch.zeros_like(x)
     with torch.no_grad():
@@ -299,7 +299,7 @@ def challenge_sparseforge(y0: np.ndarray, patterns: list[Pattern], layers: int, 
             cols = torch.arange(start, start + h.shape[1])
             for layer in range(layers):
                 k = layer % len(layouts)
-                h = sparse_matmul_fm(h, values[k], layouts[k], biases[k]).clamp_(0.0, cap)
+                h = sparse_inference_fm(h, values[k], layouts[k], biases[k], (0.0, cap))
                 alive = h.any(dim=0)
                 if not bool(alive.all()):
                     h, cols = h[:, alive].contiguous(), cols[alive]

@@ -5,7 +5,16 @@ CPU kernels (:mod:`.native`, built on first use). :func:`set_backend` / :func:`u
 """
 
 from .backend import BACKENDS, get_backend, resolve_backend, set_backend, use_backend
-from .ell import EllProduct, SparseLayout, gather_sum, sddmm, shared_index_group, sparse_matmul_fm, stock_spmm
+from .ell import (
+    EllProduct,
+    SparseLayout,
+    gather_sum,
+    sddmm,
+    shared_index_group,
+    sparse_inference_fm,
+    sparse_matmul_fm,
+    stock_spmm,
+)
 
 __all__ = [
     "BACKENDS",
@@ -17,6 +26,7 @@ __all__ = [
     "sddmm",
     "set_backend",
     "shared_index_group",
+    "sparse_inference_fm",
     "sparse_matmul_fm",
     "stock_spmm",
     "use_backend",

@@ -146,14 +146,16 @@ def shared_index_group(pattern: Pattern) -> int:
 
 
 def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False,
-               bias: torch.Tensor | None = None) -> torch.Tensor:
+               bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
     """The pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]`` per row when
-    given; ``values`` in the pattern's edge order."""
+    given, clamped to ``clamp = (lo, hi)`` when given; ``values`` in the pattern's edge order."""
     if transposed:
         y = gather_sum(layout.t_ell, layout.t_indices, layout.t_offsets, x_fm, values.index_select(0, layout.t_perm))
     else:
         y = gather_sum(layout.ell, layout.indices, layout.offsets, x_fm, values)
-    return y if bias is None else y.add_(bias[:, None])
+    if bias is not None:
+        y.add_(bias[:, None])
+    return y if clamp is None else y.clamp_(*clamp)
 
 
 #: backend name -> (spmm, sddmm) with the signatures of :func:`stock_spmm` and :func:`sddmm`.
@@ -201,6 +203,26 @@ def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLay
 
     ``values`` holds one entry per edge in CSR order, shaped ``[edges]`` or ``[n_out, d_in]``.
     """
+    _check_operands(x_fm, values, layout, bias)
+    return EllProduct.apply(x_fm, values, bias, layout)
+
+
+@torch.no_grad()
+def sparse_inference_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
+                        bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
+    """Inference only (no autograd): ``[n_out, batch] = clamp(W @ x_fm + bias[:, None], lo, hi)``.
+
+    The bias and the clamp (e.g. ``(0, 32)``: a ReLU capped at 32, as in the Sparse DNN Graph Challenge) are
+    applied inside the product while each output row is in cache, so a layer costs one pass over its output.
+    """
+    _check_operands(x_fm, values, layout, bias)
+    if clamp is not None and not (len(clamp) == 2 and clamp[0] <= clamp[1]):
+        raise ValueError(f"clamp must be (lo, hi) with lo <= hi, got {clamp!r}")
+    spmm = PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)][0]
+    return spmm(layout, values.reshape(-1), x_fm, bias=bias, clamp=None if clamp is None else tuple(map(float, clamp)))
+
+
+def _check_operands(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout, bias: torch.Tensor | None) -> None:
     if x_fm.dim() != 2 or x_fm.shape[0] != layout.n_in:
         raise ValueError(f"x_fm must be [n_in={layout.n_in}, batch], got {tuple(x_fm.shape)}")
     if values.numel() != layout.edges or values.dtype != x_fm.dtype:
@@ -208,4 +230,3 @@ def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLay
                          f"{values.numel()} of {values.dtype}")
     if bias is not None and (bias.shape != (layout.n_out,) or bias.dtype != x_fm.dtype):
         raise ValueError(f"bias must be [n_out={layout.n_out}] of {x_fm.dtype}, got {tuple(bias.shape)} of {bias.dtype}")
-    return EllProduct.apply(x_fm, values, bias, layout)

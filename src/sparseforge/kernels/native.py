@@ -120,15 +120,17 @@ def _rows(t: torch.Tensor) -> torch.Tensor:
 
 
 def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = False,
-         bias: torch.Tensor | None = None) -> torch.Tensor:
+         bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
     """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]``
-    per row when given (fused: the kernel starts each row from it); ``values`` in the pattern's edge order."""
+    per row when given, clamped to ``clamp = (lo, hi)`` when given (both fused into the kernel); ``values`` in
+    the pattern's edge order."""
+    lo, hi = clamp if clamp is not None else (None, None)
     if transposed:
         t_values = values.index_select(0, layout.t_perm)
         return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, t_values, _rows(x_fm), layout.t_group,
-                                          bias)
+                                          bias, lo, hi)
     return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group,
-                                      bias)
+                                      bias, lo, hi)
 
 
 def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:

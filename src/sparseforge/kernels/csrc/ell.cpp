@@ -5,8 +5,9 @@
 // sorted within a row). With group G > 1, rows come in groups of G consecutive rows with identical index
 // lists ("grouped" patterns): each gathered row then feeds G outputs (G multiply-adds per load).
 //
-//   spmm(indptr, indices, values, x, G, bias) -> y[rows, batch]: y[r] = bias[r] + sum_e values[e] * x[indices[e]]
-//                                         (bias optional: fused, it saves a pass over y)
+//   spmm(indptr, indices, values, x, G, bias, lo, hi) -> y[rows, batch]:
+//        y[r] = clamp(sum_e values[e] * x[indices[e]] + bias[r], lo, hi)
+//        (bias and clamp bounds optional, applied to each output row while it is in L1: no extra pass over y)
 //   sddmm(indptr, indices, gy, x, G)    -> g[edges]:       g[e] = <gy[row(e)], x[indices[e]]>
 //
 // Forward and grad-input are spmm (grad-input over the transposed pattern, with the values permuted into
@@ -54,6 +55,15 @@ constexpr int spmm_unroll(int group) { return group == 1 ? 8 : group == 8 ? 2 : 
 constexpr int sddmm_unroll(int group) { return group == 1 ? 8 : group == 2 ? 4 : group == 4 ? 2 : 1; }
 
 // ---------------------------------------------------------------------------------------------- spmm
+// What is applied to each finished output row: + bias[r] (if bias), then clamp to [lo, hi] (if clamp).
+template <typename T>
+struct Epilogue {
+  const T* bias = nullptr;
+  bool clamp = false;
+  T lo = 0, hi = 0;
+  bool any() const { return bias || clamp; }
+};
+
 // y[u] += sum_{q < K} w[u][q] * xs[q] for u < G; rows of length B (y rows ldy apart).
 template <typename T, int G, int K>
 inline void axpy_block(const T* const* xs, const T (&w)[G][K], T* y, int64_t ldy, int64_t B) {
@@ -94,7 +104,7 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
 
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
-void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const T* bias, const T* x,
+void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* x,
                int64_t ldx, T* y, int64_t B, int64_t g0, int64_t g1) {
   constexpr int K = spmm_unroll(G);
   for (int64_t g = g0; g < g1; ++g) {
@@ -108,10 +118,13 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
     if constexpr (K > 4) k = axpy_edges<T, G, 4>(idx, vals, k, n, x, ldx, yg, B, B);
     if constexpr (K > 2) k = axpy_edges<T, G, 2>(idx, vals, k, n, x, ldx, yg, B, B);
     axpy_edges<T, G, 1>(idx, vals, k, n, x, ldx, yg, B, B);
-    if (bias)  // added last, as (W x) + b rounds; the rows are still in L1
+    if (ep.any())  // the bias is added last, as (W x) + b rounds; the rows are still in L1
       for (int u = 0; u < G; ++u) {
-        const T b = bias[r0 + u];
-        for (int64_t c = 0; c < B; ++c) yg[u * B + c] += b;
+        T* row = yg + u * B;
+        if (ep.bias)
+          for (int64_t c = 0; c < B; ++c) row[c] += ep.bias[r0 + u];
+        if (ep.clamp)
+          for (int64_t c = 0; c < B; ++c) row[c] = std::min(std::max(row[c], ep.lo), ep.hi);
       }
   }
 }
@@ -211,10 +224,10 @@ void with_group(int64_t group, Args&&... args) {
 
 template <typename T, int G>
 struct SpmmOp {
-  static void run(const int64_t* ip, const int64_t* id, const T* v, const T* bias, const T* x, int64_t ldx, T* y,
-                  int64_t B, int64_t groups, int64_t edges) {
+  static void run(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* x, int64_t ldx,
+                  T* y, int64_t B, int64_t groups, int64_t edges) {
     at::parallel_for(0, groups, grain(groups, edges, B),
-                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, bias, x, ldx, y, B, g0, g1); });
+                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, ep, x, ldx, y, B, g0, g1); });
   }
 };
 
@@ -227,8 +240,17 @@ struct SddmmOp {
   }
 };
 
+template <typename T>
+Epilogue<T> epilogue(const std::optional<at::Tensor>& bias, std::optional<double> lo, std::optional<double> hi) {
+  Epilogue<T> ep;
+  if (bias.has_value() && bias->defined()) ep.bias = bias->data_ptr<T>();
+  if (lo && hi) ep = {ep.bias, true, static_cast<T>(*lo), static_cast<T>(*hi)};
+  return ep;
+}
+
 at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
-                int64_t group, const std::optional<at::Tensor>& bias) {
+                int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
+                std::optional<double> hi) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", values.scalar_type());
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
@@ -239,16 +261,18 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == rows && bias->is_contiguous() &&
                     bias->scalar_type() == values.scalar_type(),
                 "sparseforge: bias must be a contiguous [rows=", rows, "] tensor of the values' dtype");
+  TORCH_CHECK(lo.has_value() == hi.has_value() && (!lo || *lo <= *hi),
+              "sparseforge: clamp needs both lo and hi with lo <= hi");
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   if (x.scalar_type() == at::kFloat)
-    with_group<SpmmOp, float>(group, ip, id, values.data_ptr<float>(), has_bias ? bias->data_ptr<float>() : nullptr,
+    with_group<SpmmOp, float>(group, ip, id, values.data_ptr<float>(), epilogue<float>(bias, lo, hi),
                               x.data_ptr<float>(), x.stride(0), y.data_ptr<float>(), B, rows / group,
                               indices.numel());
   else if (x.scalar_type() == at::kDouble)
     with_group<SpmmOp, double>(group, ip, id, values.data_ptr<double>(),
-                               has_bias ? bias->data_ptr<double>() : nullptr, x.data_ptr<double>(), x.stride(0),
+                               epilogue<double>(bias, lo, hi), x.data_ptr<double>(), x.stride(0),
                                y.data_ptr<double>(), B, rows / group, indices.numel());
   else
     TORCH_CHECK(false, "sparseforge: spmm supports float32 and float64, got ", x.scalar_type());
@@ -279,7 +303,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
 }  // namespace
 
 TORCH_LIBRARY(sparseforge, m) {
-  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None) -> Tensor");
+  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None) -> Tensor");
   m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
 }
 
