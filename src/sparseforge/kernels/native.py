@@ -126,9 +126,8 @@ def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = Fa
     the pattern's edge order."""
     lo, hi = clamp if clamp is not None else (None, None)
     if transposed:
-        t_values = values.index_select(0, layout.t_perm)
-        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, t_values, _rows(x_fm), layout.t_group,
-                                          bias, lo, hi)
+        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x_fm),
+                                          layout.t_group, bias, lo, hi, layout.t_perm)
     return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group,
                                       bias, lo, hi)
 
