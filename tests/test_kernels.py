@@ -133,6 +133,51 @@ def test_inference_clamp_must_be_ordered():
         sparse_inference_fm(torch.randn(48, 2), torch.randn(layout.edges), layout, clamp=(1.0, 0.0))
 
 
+def dense_weight(pattern: Pattern, values: torch.Tensor) -> torch.Tensor:
+    w = torch.zeros(pattern.shape, dtype=torch.float64)
+    w[torch.as_tensor(pattern.rows), torch.as_tensor(pattern.indices)] = values.double()
+    return w
+
+
+@needs_native
+@pytest.mark.parametrize("tile", [0, 1])  # stream whole batch rows / batch tiles of 128 bytes
+@pytest.mark.parametrize("name", ["structured", "random", "empty-rows", "full", "wide"])
+@pytest.mark.parametrize("batch", [1, 7, 37, 300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_spmm_paths_equal_dense(tile, name, batch, dtype):
+    """Both native spmm paths, forward (bias, clamp) and transposed (values read through the permutation)."""
+    pattern = PATTERNS[name] if name != "wide" else Pattern.full(3, 200)  # out-degree 200: tiled by default
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    values = torch.randn(pattern.edges, generator=gen, dtype=dtype)
+    bias = torch.randn(pattern.n_out, generator=gen, dtype=dtype)
+    x = torch.randn(pattern.n_in, batch, generator=gen, dtype=dtype)
+    g = torch.randn(pattern.n_out, batch, generator=gen, dtype=dtype)
+    w = dense_weight(pattern, values)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    ops = torch.ops.sparseforge
+    y = ops.spmm(layout.indptr, layout.indices, values, x, 1, bias, -0.5, 1.0, None, tile)
+    torch.testing.assert_close(y.double(), (w @ x.double() + bias.double()[:, None]).clamp(-0.5, 1.0), **tol)
+    yt = ops.spmm(layout.t_indptr, layout.t_indices, values, g, 1, None, None, None, layout.t_perm, tile)
+    torch.testing.assert_close(yt.double(), w.t() @ g.double(), **tol)
+    auto = ops.spmm(layout.indptr, layout.indices, values, x, 1)
+    torch.testing.assert_close(auto.double(), w @ x.double(), **tol)
+
+
+@needs_native
+def test_native_spmm_rejects_bad_arguments():
+    layout = SparseLayout.from_pattern(PATTERNS["grouped4"])
+    x, v = torch.randn(40, 5), torch.randn(layout.edges)
+    with pytest.raises(RuntimeError, match="tiled kernel is for ungrouped"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x, 4, None, None, None, None, 1)
+    with pytest.raises(RuntimeError, match="tile must be"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x, 4, None, None, None, None, 2)
+    with pytest.raises(RuntimeError, match="clamp needs both"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x, 4, None, 0.0)
+    with pytest.raises(RuntimeError, match="perm must be"):
+        torch.ops.sparseforge.spmm(layout.indptr, layout.indices, v, x, 4, None, None, None, layout.t_perm[:-1])
+
+
 def test_bias_of_wrong_shape_is_refused():
     layout = SparseLayout.from_pattern(PATTERNS["structured"])
     x = torch.randn(48, 3)

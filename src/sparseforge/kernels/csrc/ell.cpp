@@ -7,6 +7,7 @@
 //
 //   spmm(indptr, indices, values, x, G, bias, lo, hi, perm) -> y[rows, batch]:
 //        y[r] = clamp(sum_e values[perm[e]] * x[indices[e]] + bias[r], lo, hi)   (perm optional: identity)
+//        tile: -1 choose, 0 stream whole batch rows, 1 batch tiles (see "tiled spmm")
 //        (bias and clamp bounds optional, applied to each output row while it is in L1: no extra pass over y)
 //   sddmm(indptr, indices, gy, x, G)    -> g[edges]:       g[e] = <gy[row(e)], x[indices[e]]>
 //
@@ -25,6 +26,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <optional>
 #include <vector>
@@ -50,6 +52,12 @@ struct Vec {
   }
   static void store(T* p, type v) { std::memcpy(p, &v, sizeof v); }
 };
+
+// Rows per task so that a task does at least ~64k multiply-adds (tiny products stay on one thread).
+int64_t grain(int64_t groups, int64_t edges, int64_t batch) {
+  const int64_t per_group = groups ? (edges * std::max<int64_t>(batch, 1)) / groups : 0;
+  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(per_group, 1));
+}
 
 // Edges per pass (measured): enough independent loads to hide latency and few accumulator passes per edge;
 // sddmm keeps K * G vector accumulators in registers, so it unrolls less for wide groups.
@@ -104,38 +112,156 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
   return k;
 }
 
+// The weights of the row group at r0: vals[u][k] is the value of edge k of row r0 + u (read through perm
+// into `gathered` when given).
+template <typename T, int G>
+inline void group_values(const int64_t* indptr, const T* values, const int64_t* perm, int64_t r0,
+                         std::vector<T>& gathered, const T* (&vals)[G]) {
+  const int64_t beg = indptr[r0], end = indptr[r0 + G];
+  if (!perm) {
+    for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
+    return;
+  }
+  gathered.resize(end - beg);
+  for (int64_t e = beg; e < end; ++e) gathered[e - beg] = values[perm[e]];
+  for (int u = 0; u < G; ++u) vals[u] = gathered.data() + (indptr[r0 + u] - beg);
+}
+
+// The epilogue on n finished values of row r (the bias is added last, as (W x) + b rounds).
+template <typename T>
+inline void finish(const Epilogue<T>& ep, int64_t r, T* row, int64_t n) {
+  if (ep.bias)
+    for (int64_t c = 0; c < n; ++c) row[c] += ep.bias[r];
+  if (ep.clamp)
+    for (int64_t c = 0; c < n; ++c) row[c] = std::min(std::max(row[c], ep.lo), ep.hi);
+}
+
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
 void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const int64_t* perm,
                const Epilogue<T>& ep, const T* x, int64_t ldx, T* y, int64_t B, int64_t g0, int64_t g1) {
   constexpr int K = spmm_unroll(G);
-  std::vector<T> gathered;  // the group's weights when they are read through perm
+  std::vector<T> gathered;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t r0 = g * G, beg = indptr[r0], n = indptr[r0 + 1] - beg;
     const int64_t* idx = indices + beg;
-    const T* vals[G];  // row u of the group has its own values, edge k at vals[u][k]
-    if (perm) {
-      gathered.resize(indptr[r0 + G] - beg);
-      for (int64_t e = beg; e < indptr[r0 + G]; ++e) gathered[e - beg] = values[perm[e]];
-      for (int u = 0; u < G; ++u) vals[u] = gathered.data() + (indptr[r0 + u] - beg);
-    } else {
-      for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
-    }
+    const T* vals[G];
+    group_values<T, G>(indptr, values, perm, r0, gathered, vals);
     T* yg = y + r0 * B;
     std::memset(yg, 0, sizeof(T) * G * B);
     int64_t k = axpy_edges<T, G, K>(idx, vals, 0, n, x, ldx, yg, B, B);
     if constexpr (K > 4) k = axpy_edges<T, G, 4>(idx, vals, k, n, x, ldx, yg, B, B);
     if constexpr (K > 2) k = axpy_edges<T, G, 2>(idx, vals, k, n, x, ldx, yg, B, B);
     axpy_edges<T, G, 1>(idx, vals, k, n, x, ldx, yg, B, B);
-    if (ep.any())  // the bias is added last, as (W x) + b rounds; the rows are still in L1
-      for (int u = 0; u < G; ++u) {
-        T* row = yg + u * B;
-        if (ep.bias)
-          for (int64_t c = 0; c < B; ++c) row[c] += ep.bias[r0 + u];
-        if (ep.clamp)
-          for (int64_t c = 0; c < B; ++c) row[c] = std::min(std::max(row[c], ep.lo), ep.hi);
-      }
+    if (ep.any())  // the rows are still in L1
+      for (int u = 0; u < G; ++u) finish(ep, r0 + u, yg + u * B, B);
   }
+}
+
+// ---------------------------------------------------------------------------------------- tiled spmm
+// Ungrouped patterns whose input rows are each read by many outputs (mean out-degree >= kTileReuse): x is
+// first packed into batch tiles xt[t][n][W] of 128 bytes per row (zero-padded past the batch), and each row
+// is computed one tile at a time with its W outputs in registers over all its edges. A tile of x is read from
+// DRAM/L3 once and then from L2 by every edge, instead of every edge streaming a whole batch row from L3;
+// P partial sums keep 8 FMA chains in flight. Measured at 4096^2, batch 256, 2 threads: 21 -> 17 ms at 10%
+// density (out-degree 410), 1234 -> 616 ms at 16384^2 10% (x beyond L3); slower at 1% (out-degree 41:
+// each gathered 128-byte piece is an L2 miss more often than a streamed row is) and for grouped patterns.
+constexpr int64_t kTileReuse = 128;
+constexpr int kTileVectors = 128 / kVecBytes;
+
+// A buffer of the calling thread, reused across calls (grow only): a fresh allocation per call would be
+// page-faulted in on every call (measured: 2000 faults per call at 4096 x 256, doubling the time at 1%).
+template <typename T, int Slot>
+T* scratch(int64_t count) {
+  struct Buffer {
+    void* data = nullptr;
+    size_t bytes = 0;
+    ~Buffer() { std::free(data); }
+  };
+  static thread_local Buffer buffer;
+  const size_t need = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
+  if (need > buffer.bytes) {
+    std::free(buffer.data);
+    buffer.data = std::aligned_alloc(64, need);
+    buffer.bytes = buffer.data ? need : 0;
+    TORCH_CHECK(buffer.data, "sparseforge: cannot allocate a ", need, "-byte scratch buffer");
+  }
+  return static_cast<T*>(buffer.data);
+}
+
+// xt[t][i][0:W] = x[i, t*W : t*W + W] (zero past the batch) for rows [i0, i1).
+template <typename T>
+void pack_tiles(const T* x, int64_t ldx, int64_t n, int64_t B, int64_t W, T* xt, int64_t i0, int64_t i1) {
+  for (int64_t t = 0, c0 = 0; c0 < B; ++t, c0 += W) {
+    const int64_t w = std::min(W, B - c0);
+    T* dst = xt + t * n * W;
+    for (int64_t i = i0; i < i1; ++i) {
+      std::memcpy(dst + i * W, x + i * ldx + c0, sizeof(T) * w);
+      if (w < W) std::memset(dst + i * W + w, 0, sizeof(T) * (W - w));
+    }
+  }
+}
+
+// Rows [r0, r1) of the tile xt at batch columns [c0, c0 + width) of y[rows, B].
+template <typename T>
+void spmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep,
+                    const T* xt, T* y, int64_t B, int64_t c0, int64_t width, int64_t r0, int64_t r1) {
+  using V = Vec<T>;
+  using VT = typename V::type;
+  constexpr int L = V::lanes, NV = kTileVectors, W = NV * L, P = NV >= 8 ? 1 : 8 / NV;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t beg = indptr[r], n = indptr[r + 1] - beg;
+    const int64_t* idx = indices + beg;
+    const T* vals = values + beg;
+    VT acc[P][NV];
+    for (int p = 0; p < P; ++p)
+      for (int v = 0; v < NV; ++v) acc[p][v] = VT{};
+    int64_t k = 0;
+    for (; k + P <= n; k += P)
+      for (int p = 0; p < P; ++p) {
+        const T* xr = xt + idx[k + p] * W;
+        const T w = vals[k + p];
+        for (int v = 0; v < NV; ++v) acc[p][v] += w * V::load(xr + v * L);
+      }
+    for (; k < n; ++k) {
+      const T* xr = xt + idx[k] * W;
+      for (int v = 0; v < NV; ++v) acc[0][v] += vals[k] * V::load(xr + v * L);
+    }
+    T out[W];
+    for (int v = 0; v < NV; ++v) {
+      VT s = acc[0][v];
+      for (int p = 1; p < P; ++p) s += acc[p][v];
+      V::store(out + v * L, s);
+    }
+    finish(ep, r, out, width);
+    std::memcpy(y + r * B + c0, out, sizeof(T) * width);
+  }
+}
+
+template <typename T>
+void spmm_tiled(const int64_t* ip, const int64_t* id, const T* v, const int64_t* perm, const Epilogue<T>& ep,
+                const T* x, int64_t ldx, int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
+  constexpr int64_t W = kTileVectors * Vec<T>::lanes;
+  const int64_t tiles = (B + W - 1) / W;
+  T* xt = scratch<T, 0>(tiles * n * W);
+  if (perm) {  // once here, not once per tile: values in the pattern's edge order
+    T* pv = scratch<T, 1>(edges);
+    at::parallel_for(0, edges, int64_t{1} << 14, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) pv[e] = v[perm[e]];
+    });
+    v = pv;
+    perm = nullptr;
+  }
+  at::parallel_for(0, n, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(B, 1)),
+                   [&](int64_t i0, int64_t i1) { pack_tiles<T>(x, ldx, n, B, W, xt, i0, i1); });
+  // tasks are (tile, row) pairs, tile-major: a thread's contiguous range spans few tiles
+  at::parallel_for(0, tiles * rows, grain(rows, edges, W), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1;) {
+      const int64_t t = a / rows, rs = a % rows, re = std::min(rows, rs + (a1 - a));
+      spmm_tile_rows<T>(ip, id, v, ep, xt + t * n * W, y, B, t * W, std::min(W, B - t * W), rs, re);
+      a += re - rs;
+    }
+  });
 }
 
 // --------------------------------------------------------------------------------------------- sddmm
@@ -215,11 +341,6 @@ void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype) {
   TORCH_CHECK(t.scalar_type() == dtype, "sparseforge: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
 }
 
-// Rows per task so that a task does at least ~64k multiply-adds (tiny products stay on one thread).
-int64_t grain(int64_t groups, int64_t edges, int64_t batch) {
-  const int64_t per_group = groups ? (edges * std::max<int64_t>(batch, 1)) / groups : 0;
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(per_group, 1));
-}
 
 template <template <typename, int> class F, typename T, typename... Args>
 void with_group(int64_t group, Args&&... args) {
@@ -257,13 +378,29 @@ Epilogue<T> epilogue(const std::optional<at::Tensor>& bias, std::optional<double
   return ep;
 }
 
+template <typename T>
+void spmm_run(bool tiled, const int64_t* ip, const int64_t* id, const int64_t* perm, const at::Tensor& values,
+              const std::optional<at::Tensor>& bias, std::optional<double> lo, std::optional<double> hi,
+              const at::Tensor& x, at::Tensor& y, int64_t group, int64_t rows, int64_t edges) {
+  const Epilogue<T> ep = epilogue<T>(bias, lo, hi);
+  const int64_t B = x.size(1);
+  if (tiled)
+    spmm_tiled<T>(ip, id, values.data_ptr<T>(), perm, ep, x.data_ptr<T>(), x.stride(0), x.size(0), y.data_ptr<T>(), B,
+                  rows, edges);
+  else
+    with_group<SpmmOp, T>(group, ip, id, values.data_ptr<T>(), perm, ep, x.data_ptr<T>(), x.stride(0),
+                          y.data_ptr<T>(), B, rows / group, edges);
+}
+
 at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
                 int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
-                std::optional<double> hi, const std::optional<at::Tensor>& perm) {
+                std::optional<double> hi, const std::optional<at::Tensor>& perm, int64_t tile) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", values.scalar_type());
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
               "sparseforge: values must be contiguous with one entry per edge");
+  TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
+              tile);
   const bool has_perm = perm.has_value() && perm->defined();
   if (has_perm)  // a permutation of the edges (not checked element-wise: callers pass the pattern's transpose order)
     TORCH_CHECK(perm->scalar_type() == at::kLong && perm->dim() == 1 && perm->is_contiguous() &&
@@ -281,14 +418,13 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
+  const int64_t n = x.size(0), edges = indices.numel();
+  const bool tiled = tile == 1 || (tile == -1 && group == 1 && n > 0 && edges >= kTileReuse * n);
+  TORCH_CHECK(!tiled || group == 1, "sparseforge: the tiled kernel is for ungrouped patterns (group 1), got ", group);
   if (x.scalar_type() == at::kFloat)
-    with_group<SpmmOp, float>(group, ip, id, values.data_ptr<float>(), pp, epilogue<float>(bias, lo, hi),
-                              x.data_ptr<float>(), x.stride(0), y.data_ptr<float>(), B, rows / group,
-                              indices.numel());
+    spmm_run<float>(tiled, ip, id, pp, values, bias, lo, hi, x, y, group, rows, edges);
   else if (x.scalar_type() == at::kDouble)
-    with_group<SpmmOp, double>(group, ip, id, values.data_ptr<double>(), pp, epilogue<double>(bias, lo, hi),
-                               x.data_ptr<double>(), x.stride(0), y.data_ptr<double>(), B, rows / group,
-                               indices.numel());
+    spmm_run<double>(tiled, ip, id, pp, values, bias, lo, hi, x, y, group, rows, edges);
   else
     TORCH_CHECK(false, "sparseforge: spmm supports float32 and float64, got ", x.scalar_type());
   return y;
@@ -318,7 +454,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
 }  // namespace
 
 TORCH_LIBRARY(sparseforge, m) {
-  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None) -> Tensor");
+  m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None, int tile=-1) -> Tensor");
   m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
 }
 
