@@ -429,6 +429,11 @@ def test_cli_tiny_run_writes_tables_plots_and_report(tmp_path):
     # a second call resumes: nothing is retrained, same table
     res2 = CliRunner().invoke(make_app(), ["ssl", "--config", str(tiny_config(tmp_path)), "--run-dir", str(run), "--quiet"])
     assert res2.exit_code == 0 and list(csv.DictReader(open(run / "table.csv")))[1]["test_err"] == rows[1]["test_err"]
+    # a finished variant is not reused under other settings: the error names the variant and the field
+    changed = tiny_config(tmp_path, variants=[{"name": "prox", "mode": "proximal", "filter": 2.0, "channel": 3.0}])
+    res3 = CliRunner().invoke(make_app(), ["ssl", "--config", str(changed), "--run-dir", str(run), "--quiet"])
+    out = " ".join(res3.output.split())
+    assert res3.exit_code == 2 and "'prox'" in out and "variant.filter" in out, out
 
 
 def test_cli_bad_config_value_names_the_field(tmp_path):

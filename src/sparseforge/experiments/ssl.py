@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from .. import io
+from ..config import ConfigError
 from ..data import DataSplits, load_dataset
 from ..nn import lenet5
 from ..nn.resnet import resnet20
@@ -411,8 +412,11 @@ def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None 
     for v in cfg.variants:
         vdir = run_dir / v.name
         rfile = vdir / "result.json"
+        settings = _variant_settings(cfg, v)
         if rfile.exists():
-            results.append(json.loads(rfile.read_text()))
+            done = json.loads(rfile.read_text())
+            _check_same_settings(v.name, vdir, done.get("settings"), settings)
+            results.append(done)
             continue
         model = copy.deepcopy(base_model)
         reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
@@ -424,12 +428,31 @@ def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None 
                       callbacks_for)
             history += st.history
         res = analyse(v.name, model, base_model, data, cfg, vdir)
-        res.update(variant=dataclasses.asdict(v), history=history)
+        res.update(variant=dataclasses.asdict(v), history=history, settings=settings)
         io.write_json(rfile, res)
         results.append(res)
     out = {"baseline": base, "variants": results}
     write_outputs(out, run_dir, cfg)
     return out
+
+
+def _variant_settings(cfg: SSLExperiment, v: Variant) -> dict:
+    """What a variant's result depends on (besides the baseline), as plain JSON values."""
+    return json.loads(json.dumps(dict(
+        variant=dataclasses.asdict(v), ssl=dataclasses.asdict(cfg.ssl_config()),
+        finetune=dataclasses.asdict(cfg.finetune_config()) if cfg.finetune_epochs > 0 else None,
+        bench=dict(batch=cfg.bench_batch, repeats=cfg.bench_repeats, number=cfg.bench_number,
+                   threads=cfg.bench_threads)), default=str))
+
+
+def _check_same_settings(name: str, vdir: Path, done: dict | None, now: dict) -> None:
+    """A finished variant is reused only when it was run with the settings asked for now."""
+    if done == now:
+        return
+    changed = sorted(f"{part}.{k}" for part in now for k in set((done or {}).get(part) or {}) | set(now[part] or {})
+                     if ((done or {}).get(part) or {}).get(k) != (now[part] or {}).get(k))
+    raise ConfigError(f"ssl: variant {name!r} in {vdir} was run with other settings "
+                      f"({', '.join(changed) or 'none recorded'}); use a new --run-dir or delete {vdir}")
 
 
 # ---------------------------------------------------------------------------------------------- outputs

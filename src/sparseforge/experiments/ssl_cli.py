@@ -171,16 +171,17 @@ def register(app: typer.Typer) -> None:
             "bench": {"threads": bench_threads},
             "threads": threads, "seed": seed,
         })
-        try:
+        try:  # bad values in the recipe, or a run directory made with other settings
             spec = load_spec(config, recipe, overrides)
+            torch.set_num_threads(spec.threads)
+            cfg = spec.experiment()
+            err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> "
+                      f"{run_dir}")
+            out = run_ssl(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet),
+                                                                     _sparsity_line(label, not quiet)])
         except ConfigError as e:
             err.print(f"[red]error:[/red] {e}", soft_wrap=True)
             raise typer.Exit(2) from None
-        torch.set_num_threads(spec.threads)
-        cfg = spec.experiment()
-        err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> {run_dir}")
-        out = run_ssl(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet),
-                                                                 _sparsity_line(label, not quiet)])
         con = Console()
         for res in [out["baseline"]] + out["variants"]:
             con.print(f"{res['model']:>16}: error {100 * res['test_err']:.2f}%  FLOPs {100 * res['flop_pct']:.1f}%  "

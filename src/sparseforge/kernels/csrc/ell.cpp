@@ -5,21 +5,22 @@
 // sorted within a row). With group G > 1, rows come in groups of G consecutive rows with identical index
 // lists ("grouped" patterns): each gathered row then feeds G outputs (G multiply-adds per load).
 //
-//   spmm(indptr, indices, values, x, G, bias, lo, hi, perm) -> y[rows, batch]:
-//        y[r] = clamp(sum_e values[perm[e]] * x[indices[e]] + bias[r], lo, hi)   (perm optional: identity)
-//        tile: -1 choose, 0 stream whole batch rows, 1 batch tiles (see "tiled spmm")
-//        (bias and clamp bounds optional, applied to each output row while it is in L1: no extra pass over y)
-//   sddmm(indptr, indices, gy, x, G)    -> g[edges]:       g[e] = <gy[row(e)], x[indices[e]]>
+//   spmm(indptr, indices, values, x, G, bias, lo, hi, perm, tile) -> y[rows, batch]:
+//        y[r] = clamp(sum_e values[perm[e]] * x[indices[e]] + bias[r], lo, hi)
+//        (perm optional: identity; bias and clamp bounds optional, applied to each finished output row while
+//        it is in cache: no extra pass over y; tile: -1 choose, 0 stream whole batch rows, 1 batch tiles)
+//   sddmm(indptr, indices, gy, x, G) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]>
 //
-// Forward and grad-input are spmm (grad-input over the transposed pattern: its edge e has the value
-// values[perm[e]], read inside the kernel: a row group's weights are gathered into a small buffer first,
-// which costs one scalar load per edge next to the edge's batch-row axpy; a separate index_select pass
-// cost 8 ms of a 30 ms grad-input at 4096^2, 10% density); grad-values is sddmm.
-// Both stream whole batch rows (a gathered row is `batch` contiguous values, read once per edge, which
-// keeps the hardware prefetchers and the TLB effective) and take K edges per pass, so each pass over an
-// accumulator row in L1 does K multiply-adds. Threads (at::parallel_for: torch's OpenMP pool and thread
-// count) own disjoint ranges of row groups: no synchronisation. Vector width follows the compile flags
-// (-march=native) through GCC vector extensions; no intrinsics.
+// Forward and grad-input are spmm; grad-input runs over the transposed pattern, whose edge e has the value
+// values[perm[e]], read inside the kernel (a separate index_select pass cost 8 ms of a 30 ms grad-input at
+// 4096^2, 10% density); grad-values is sddmm.
+// Two spmm strategies: by default whole batch rows are streamed (a gathered row is `batch` contiguous
+// values, read once per edge, which keeps the hardware prefetchers and the TLB effective), K edges per pass,
+// so each pass over an accumulator row in L1 does K multiply-adds; at low density this runs at the L3
+// streaming bandwidth. When every input row is read by many outputs, batch tiles of x are packed so the
+// gathers hit L2 instead ("tiled spmm" below). sddmm streams whole rows. Threads (at::parallel_for: torch's
+// OpenMP pool and thread count) own disjoint output ranges: no synchronisation. Vector width follows the
+// compile flags (-march=native) through GCC vector extensions; no intrinsics.
 #include <ATen/Parallel.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
