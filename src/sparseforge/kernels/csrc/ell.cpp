@@ -149,6 +149,19 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
     const T* vals[G];
     group_values<T, G>(indptr, values, perm, r0, gathered, vals);
     T* yg = y + r0 * B;
+    if (B == 1) {  // one sample (latency-bound inference): a gathered dot product per row, 4 partial sums
+      for (int u = 0; u < G; ++u) {
+        T s[4] = {0, 0, 0, 0};
+        int64_t k = 0;
+        for (; k + 4 <= n; k += 4)
+          for (int q = 0; q < 4; ++q) s[q] += vals[u][k + q] * x[idx[k + q] * ldx];
+        for (; k < n; ++k) s[0] += vals[u][k] * x[idx[k] * ldx];
+        yg[u] = (s[0] + s[1]) + (s[2] + s[3]);
+      }
+      if (ep.any())
+        for (int u = 0; u < G; ++u) finish(ep, r0 + u, yg + u, 1);
+      continue;
+    }
     std::memset(yg, 0, sizeof(T) * G * B);
     int64_t k = axpy_edges<T, G, K>(idx, vals, 0, n, x, ldx, yg, B, B);
     if constexpr (K > 4) k = axpy_edges<T, G, 4>(idx, vals, k, n, x, ldx, yg, B, B);
@@ -160,7 +173,8 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
 }
 
 // ---------------------------------------------------------------------------------------- tiled spmm
-// Ungrouped patterns whose input rows are each read by many outputs (mean out-degree >= kTileReuse): x is
+// Ungrouped patterns whose input rows are each read by many outputs (mean out-degree >= kTileReuse), with at
+// least one full tile of batch columns: x is
 // first packed into batch tiles xt[t][n][W] of 128 bytes per row (zero-padded past the batch), and each row
 // is computed one tile at a time with its W outputs in registers over all its edges. A tile of x is read from
 // DRAM/L3 once and then from L2 by every edge, instead of every edge streaming a whole batch row from L3;
@@ -420,7 +434,8 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   if (rows == 0 || B == 0) return y;
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   const int64_t n = x.size(0), edges = indices.numel();
-  const bool tiled = tile == 1 || (tile == -1 && group == 1 && n > 0 && edges >= kTileReuse * n);
+  const bool tiled = tile == 1 || (tile == -1 && group == 1 && n > 0 && edges >= kTileReuse * n &&
+                                   B >= kTileVectors * kVecBytes / static_cast<int64_t>(x.element_size()));
   TORCH_CHECK(!tiled || group == 1, "sparseforge: the tiled kernel is for ungrouped patterns (group 1), got ", group);
   if (x.scalar_type() == at::kFloat)
     spmm_run<float>(tiled, ip, id, pp, values, bias, lo, hi, x, y, group, rows, edges);
