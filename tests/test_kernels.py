@@ -56,7 +56,7 @@ def dense_reference(pattern: Pattern, values: torch.Tensor, x_fm: torch.Tensor, 
     y = w @ x
     grad_x = w.t() @ g
     grad_w = g @ x.t()
-    grad_v = grad_w[torch.as_tensor(pattern.rows), torch.as_tensor(pattern.indices)]
+    grad_v = grad_w[torch.as_tensor(pattern.rows.copy()), torch.as_tensor(pattern.indices.copy())]
     return y, grad_x, grad_v
 
 
@@ -135,7 +135,7 @@ def test_inference_clamp_must_be_ordered():
 
 def dense_weight(pattern: Pattern, values: torch.Tensor) -> torch.Tensor:
     w = torch.zeros(pattern.shape, dtype=torch.float64)
-    w[torch.as_tensor(pattern.rows), torch.as_tensor(pattern.indices)] = values.double()
+    w[torch.as_tensor(pattern.rows.copy()), torch.as_tensor(pattern.indices.copy())] = values.double()
     return w
 
 
