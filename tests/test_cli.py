@@ -49,6 +49,10 @@ def test_train_on_digits_and_resume(tmp_path):
     r = runner.invoke(app, [*args[:-5], "--epochs", "3", "--run-dir", str(tmp_path), "--resume", "--quiet"])
     assert r.exit_code == 0, r.output
     assert [h["epoch"] for h in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2, 3]
+    # resuming with another learning rate: one line naming the field, exit 2, nothing overwritten
+    r = run_cli(*args[:-5], "--epochs", "4", "--lr", "0.5", "--run-dir", str(tmp_path), "--resume", "--quiet")
+    assert r.returncode == 2 and "lr=" in r.stderr and "(now 0.5)" in r.stderr and "Traceback" not in r.stderr
+    assert [h["epoch"] for h in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2, 3]
 
 
 def test_train_rejects_mismatched_net(tmp_path):

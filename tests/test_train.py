@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from sparseforge.data import load_dataset
+from sparseforge.errors import ConfigError
 from sparseforge.nn import SparseMLP
 from sparseforge.topology import design
 from sparseforge.train import Callback, TrainConfig, evaluate, fit, lr_factor
@@ -95,7 +96,7 @@ def test_resume_gives_identical_result(digits, tmp_path):
 
 def test_resume_refuses_changed_settings(digits, tmp_path):
     fit(model(), load_dataset("digits", limit=64), TrainConfig(epochs=1), run_dir=tmp_path)
-    with pytest.raises(ValueError, match="lr=0.001 \\(now 0.5\\)"):
+    with pytest.raises(ConfigError, match="lr=0.001 \\(now 0.5\\)"):
         fit(model(), digits, TrainConfig(epochs=2, lr=0.5), run_dir=tmp_path, resume=True)
 
 

@@ -12,12 +12,10 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from .errors import ConfigError
 from .topology import NetworkTopology, TopologyError, allocate_density, design
 from .train import TrainConfig
 
-
-class ConfigError(ValueError):
-    """A configuration value is not allowed; the message names field, value and what is allowed."""
 
 
 class _Strict(BaseModel):

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import io
+from ..errors import ConfigError
 from ..data import ArrayDataset, DataSplits
 
 CHECKPOINT = "checkpoint.pt"
@@ -190,7 +191,7 @@ def fit(
         changed = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
                    if k != "epochs" and getattr(config, k) != v}
         if changed:
-            raise ValueError(
+            raise ConfigError(
                 "resume: the run in " + str(run_dir) + " was made with other settings: "
                 + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in changed.items())
                 + "; only epochs may change on resume — use the same settings or a new run directory"

@@ -1,0 +1,10 @@
+"""Exceptions every layer may raise (this module imports nothing from the package, so any layer can use it).
+
+The command line prints them as one line and exits with status 2.
+"""
+
+from __future__ import annotations
+
+
+class ConfigError(ValueError):
+    """A configuration value is not allowed; the message names field, value and what is allowed."""
