@@ -63,7 +63,10 @@ class DataSpec(_Strict):
     options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. {variant: difficult}")
 
 
-class TrainSpec(_Strict):
+class TrainFields(_Strict):
+    """The optimisation settings of :class:`~sparseforge.train.TrainConfig`, validated (no seed: a
+    section that draws its own seeds, as the search does, builds on this)."""
+
     epochs: int = Field(default=10, ge=1)
     batch_size: int = Field(default=256, ge=1)
     optimizer: Literal["adam", "sgd"] = "adam"
@@ -73,6 +76,9 @@ class TrainSpec(_Strict):
     lr_schedule: Literal["constant", "exponential", "step", "cosine"] = "constant"
     lr_decay: float = Field(default=1.0, gt=0, le=1)
     lr_step: int = Field(default=10, ge=1)
+
+
+class TrainSpec(TrainFields):
     seed: int = 0
 
     def to_config(self) -> TrainConfig:

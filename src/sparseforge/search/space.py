@@ -21,8 +21,9 @@ from typing import Any, Callable, Literal
 
 import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
+from ..config import TrainFields, _Strict
 from ..train import TrainConfig
 
 #: value of a list item that does not exist (a missing layer) in the unit coordinates of the embedding
@@ -36,8 +37,6 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class ParamSpec(_Strict):
@@ -192,16 +191,12 @@ class DataSection(_Strict):
     options: dict[str, Any] = Field(default_factory=dict)
 
 
-class TrainSection(_Strict):
+class TrainSection(TrainFields):
+    """Training of every trial (seeds come from the study); short by default."""
+
     epochs: int = Field(default=3, ge=1)
     batch_size: int = Field(default=128, ge=1)
-    optimizer: Literal["adam", "sgd"] = "adam"
     lr: float = Field(default=2e-3, gt=0)
-    momentum: float = Field(default=0.9, ge=0, lt=1)
-    weight_decay: float = Field(default=0.0, ge=0)
-    lr_schedule: Literal["constant", "exponential", "step", "cosine"] = "constant"
-    lr_decay: float = Field(default=1.0, gt=0, le=1)
-    lr_step: int = Field(default=10, ge=1)
 
 
 class ObjectiveSection(_Strict):
