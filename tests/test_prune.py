@@ -373,3 +373,21 @@ def test_pruned_conv_zero_filters_are_removed_by_ssl_thinning():
     assert small[0].out_channels == 18 and small[2].in_channels == 18
     with torch.no_grad():
         assert torch.allclose(small(x), y, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["linear", "conv"])
+def test_wrap_shares_parameters_and_unwrap_gives_the_plain_layer(kind):
+    from sparseforge.prune.masked import MaskedConv2d, MaskedLinear
+
+    torch.manual_seed(0)
+    layer, cls, x = ((nn.Linear(4, 3), MaskedLinear, torch.randn(2, 4)) if kind == "linear"
+                     else (nn.Conv2d(2, 3, 3), MaskedConv2d, torch.randn(1, 2, 5, 5)))
+    m = cls.wrap(layer)
+    assert m.weight is layer.weight and "mask" in m.state_dict() and "mask" not in layer.state_dict()
+    m.register_forward_hook(lambda *a: None)
+    assert not layer._forward_hooks  # the wrapper's hooks are its own
+    m.mask[0].zero_()
+    plain = m.unwrap()
+    assert type(plain) is type(layer) and "mask" not in plain.state_dict() and plain.weight is m.weight
+    assert (plain.weight[0] == 0).all()
+    torch.testing.assert_close(plain(x), m(x))

@@ -34,6 +34,16 @@ __all__ = [
 ]
 
 
+def _rebuilt_as(cls: type, src: nn.Module) -> nn.Module:
+    """An instance of ``cls`` with ``src``'s hyperparameters, sharing its parameter and buffer tensors and
+    children (not its ``mask`` buffer); the module's own dicts and sets (hooks, ...) are shallow copies."""
+    new = cls.__new__(cls)
+    new.__dict__.update({k: (v.copy() if isinstance(v, (dict, set)) else v) for k, v in src.__dict__.items()})
+    new._buffers.pop("mask", None)
+    new._non_persistent_buffers_set.discard("mask")
+    return new
+
+
 class MaskedLayer:
     """Mixin of :class:`MaskedLinear` and :class:`MaskedConv2d`: a ``mask`` buffer shaped like ``weight``."""
 
@@ -91,12 +101,7 @@ class MaskedLinear(MaskedLayer, nn.Linear):
     @classmethod
     def wrap(cls, layer: nn.Linear, mask: torch.Tensor | None = None) -> MaskedLinear:
         """A masked layer sharing ``layer``'s parameter tensors (no copy)."""
-        m = cls.__new__(cls)
-        nn.Module.__init__(m)
-        m.in_features, m.out_features = layer.in_features, layer.out_features
-        m.weight = layer.weight
-        m.bias = layer.bias
-        m.training = layer.training
+        m = _rebuilt_as(cls, layer)
         m._init_mask(mask)
         return m
 
@@ -106,12 +111,7 @@ class MaskedLinear(MaskedLayer, nn.Linear):
     def unwrap(self) -> nn.Linear:
         """A plain ``nn.Linear`` with the pruned weights set to zero (shares the parameter tensors)."""
         self.apply_mask()
-        lin = nn.Linear.__new__(nn.Linear)
-        nn.Module.__init__(lin)
-        lin.in_features, lin.out_features = self.in_features, self.out_features
-        lin.weight, lin.bias = self.weight, self.bias
-        lin.training = self.training
-        return lin
+        return _rebuilt_as(nn.Linear, self)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sparsity={self.sparsity:.4f}"
@@ -127,12 +127,7 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
     @classmethod
     def wrap(cls, layer: nn.Conv2d, mask: torch.Tensor | None = None) -> MaskedConv2d:
         """A masked conv sharing ``layer``'s parameters and hyperparameters (no copy)."""
-        m = cls.__new__(cls)
-        m.__dict__.update({k: v for k, v in layer.__dict__.items()
-                           if k not in ("_parameters", "_buffers", "_modules")})
-        m._parameters = dict(layer._parameters)
-        m._buffers = dict(layer._buffers)
-        m._modules = dict(layer._modules)
+        m = _rebuilt_as(cls, layer)
         m._init_mask(mask)
         return m
 
@@ -142,13 +137,7 @@ class MaskedConv2d(MaskedLayer, nn.Conv2d):
     def unwrap(self) -> nn.Conv2d:
         """A plain ``nn.Conv2d`` with the pruned weights zeroed (shares the parameter tensors)."""
         self.apply_mask()
-        conv = nn.Conv2d.__new__(nn.Conv2d)
-        conv.__dict__.update({k: v for k, v in self.__dict__.items()
-                              if k not in ("_parameters", "_buffers", "_modules")})
-        conv._parameters = dict(self._parameters)
-        conv._buffers = {k: v for k, v in self._buffers.items() if k != "mask"}
-        conv._modules = dict(self._modules)
-        return conv
+        return _rebuilt_as(nn.Conv2d, self)
 
     def extra_repr(self) -> str:
         return super().extra_repr() + f", sparsity={self.sparsity:.4f}"
