@@ -4,11 +4,9 @@ import json
 
 import numpy as np
 import pytest
-import typer
 from typer.testing import CliRunner
 
 from sparseforge.experiments.hardware import FixedStudyConfig, load_study_data, load_trained_fixed
-from sparseforge.experiments.hw_cli import register
 from sparseforge.hardware import FloatMLP, forward_float, init_fixed_mlp, load_export, predict_fixed
 from sparseforge.topology.clash_free import design_clash_free
 
@@ -18,9 +16,9 @@ FPGA = ["--net", "1024,64,32", "--fan-out", "4,16", "--z", "128,32"]
 
 @pytest.fixture(scope="module")
 def app():
-    a = typer.Typer()
-    register(a)
-    return a
+    from sparseforge.cli import app
+
+    return app
 
 
 def invoke(app, *args):

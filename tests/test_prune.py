@@ -291,14 +291,7 @@ def test_pruner_resume_continues_the_schedule(digits, tmp_path):
 
 # ---------------------------------------------------------------------------------------------- CLI
 def _app() -> typer.Typer:
-    from sparseforge.experiments.prune_cli import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _main() -> None:  # keep "prune" as a sub-command
-        pass
+    from sparseforge.cli import app
 
     return app
 

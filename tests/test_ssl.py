@@ -6,7 +6,6 @@ import warnings
 
 import pytest
 import torch
-import typer
 import yaml
 from torch import nn
 from typer.testing import CliRunner
@@ -379,14 +378,7 @@ def test_remove_filters_and_channels_low_level():
 
 # ------------------------------------------------------------------------------------------- the command
 def make_app():
-    from sparseforge.experiments.ssl_cli import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _root() -> None:
-        """test app"""
+    from sparseforge.cli import app
 
     return app
 

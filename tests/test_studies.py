@@ -26,14 +26,7 @@ STUDIES = ("junction_densities", "large_sparse", "redundancy", "regularization",
 
 
 def _app() -> typer.Typer:
-    from sparseforge.experiments.study_cli import register
-
-    app = typer.Typer()
-    register(app)
-
-    @app.callback()
-    def _main() -> None:  # keep "study" as a sub-command
-        pass
+    from sparseforge.cli import app
 
     return app
 
