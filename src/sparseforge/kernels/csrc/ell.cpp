@@ -12,8 +12,8 @@
 //   sddmm(indptr, indices, gy, x, G) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]>
 //
 // Forward and grad-input are spmm; grad-input runs over the transposed pattern, whose edge e has the value
-// values[perm[e]], read inside the kernel (a separate index_select pass cost 8 ms of a 30 ms grad-input at
-// 4096^2, 10% density); grad-values is sddmm.
+// values[perm[e]], gathered by the op in one parallel pass into a reused buffer (torch's index_select took
+// 8 ms of a 30 ms grad-input at 4096^2, 10% density); grad-values is sddmm.
 // Two spmm strategies: by default whole batch rows are streamed (a gathered row is `batch` contiguous
 // values, read once per edge, which keeps the hardware prefetchers and the TLB effective), K edges per pass,
 // so each pass over an accumulator row in L1 does K multiply-adds; at low density this runs at the L3
@@ -30,7 +30,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
-#include <vector>
 
 namespace {
 
@@ -113,21 +112,6 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
   return k;
 }
 
-// The weights of the row group at r0: vals[u][k] is the value of edge k of row r0 + u (read through perm
-// into `gathered` when given).
-template <typename T, int G>
-inline void group_values(const int64_t* indptr, const T* values, const int64_t* perm, int64_t r0,
-                         std::vector<T>& gathered, const T* (&vals)[G]) {
-  const int64_t beg = indptr[r0], end = indptr[r0 + G];
-  if (!perm) {
-    for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
-    return;
-  }
-  gathered.resize(end - beg);
-  for (int64_t e = beg; e < end; ++e) gathered[e - beg] = values[perm[e]];
-  for (int u = 0; u < G; ++u) vals[u] = gathered.data() + (indptr[r0 + u] - beg);
-}
-
 // The epilogue on n finished values of row r (the bias is added last, as (W x) + b rounds).
 template <typename T>
 inline void finish(const Epilogue<T>& ep, int64_t r, T* row, int64_t n) {
@@ -139,15 +123,14 @@ inline void finish(const Epilogue<T>& ep, int64_t r, T* row, int64_t n) {
 
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
-void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const int64_t* perm,
-               const Epilogue<T>& ep, const T* x, int64_t ldx, T* y, int64_t B, int64_t g0, int64_t g1) {
+void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* x,
+               int64_t ldx, T* y, int64_t B, int64_t g0, int64_t g1) {
   constexpr int K = spmm_unroll(G);
-  std::vector<T> gathered;
   for (int64_t g = g0; g < g1; ++g) {
     const int64_t r0 = g * G, beg = indptr[r0], n = indptr[r0 + 1] - beg;
     const int64_t* idx = indices + beg;
-    const T* vals[G];
-    group_values<T, G>(indptr, values, perm, r0, gathered, vals);
+    const T* vals[G];  // row u of the group has its own values, edge k at vals[u][k]
+    for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
     T* yg = y + r0 * B;
     if (B == 1) {  // one sample (latency-bound inference): a gathered dot product per row, 4 partial sums
       for (int u = 0; u < G; ++u) {
@@ -254,19 +237,11 @@ void spmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* valu
 }
 
 template <typename T>
-void spmm_tiled(const int64_t* ip, const int64_t* id, const T* v, const int64_t* perm, const Epilogue<T>& ep,
+void spmm_tiled(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep,
                 const T* x, int64_t ldx, int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
   constexpr int64_t W = kTileVectors * Vec<T>::lanes;
   const int64_t tiles = (B + W - 1) / W;
   T* xt = scratch<T, 0>(tiles * n * W);
-  if (perm) {  // once here, not once per tile: values in the pattern's edge order
-    T* pv = scratch<T, 1>(edges);
-    at::parallel_for(0, edges, int64_t{1} << 14, [&](int64_t e0, int64_t e1) {
-      for (int64_t e = e0; e < e1; ++e) pv[e] = v[perm[e]];
-    });
-    v = pv;
-    perm = nullptr;
-  }
   at::parallel_for(0, n, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(B, 1)),
                    [&](int64_t i0, int64_t i1) { pack_tiles<T>(x, ldx, n, B, W, xt, i0, i1); });
   // tasks are (tile, row) pairs, tile-major: a thread's contiguous range spans few tiles
@@ -369,10 +344,10 @@ void with_group(int64_t group, Args&&... args) {
 
 template <typename T, int G>
 struct SpmmOp {
-  static void run(const int64_t* ip, const int64_t* id, const T* v, const int64_t* perm, const Epilogue<T>& ep,
+  static void run(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep,
                   const T* x, int64_t ldx, T* y, int64_t B, int64_t groups, int64_t edges) {
     at::parallel_for(0, groups, grain(groups, edges, B),
-                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, perm, ep, x, ldx, y, B, g0, g1); });
+                     [&](int64_t g0, int64_t g1) { spmm_rows<T, G>(ip, id, v, ep, x, ldx, y, B, g0, g1); });
   }
 };
 
@@ -399,12 +374,19 @@ void spmm_run(bool tiled, const int64_t* ip, const int64_t* id, const int64_t* p
               const at::Tensor& x, at::Tensor& y, int64_t group, int64_t rows, int64_t edges) {
   const Epilogue<T> ep = epilogue<T>(bias, lo, hi);
   const int64_t B = x.size(1);
+  const T* v = values.data_ptr<T>();
+  if (perm) {  // values into this pattern's edge order, one parallel pass (into a reused buffer)
+    T* pv = scratch<T, 1>(edges);
+    at::parallel_for(0, edges, int64_t{1} << 14, [&](int64_t e0, int64_t e1) {
+      for (int64_t e = e0; e < e1; ++e) pv[e] = v[perm[e]];
+    });
+    v = pv;
+  }
   if (tiled)
-    spmm_tiled<T>(ip, id, values.data_ptr<T>(), perm, ep, x.data_ptr<T>(), x.stride(0), x.size(0), y.data_ptr<T>(), B,
-                  rows, edges);
+    spmm_tiled<T>(ip, id, v, ep, x.data_ptr<T>(), x.stride(0), x.size(0), y.data_ptr<T>(), B, rows, edges);
   else
-    with_group<SpmmOp, T>(group, ip, id, values.data_ptr<T>(), perm, ep, x.data_ptr<T>(), x.stride(0),
-                          y.data_ptr<T>(), B, rows / group, edges);
+    with_group<SpmmOp, T>(group, ip, id, v, ep, x.data_ptr<T>(), x.stride(0), y.data_ptr<T>(), B, rows / group,
+                          edges);
 }
 
 at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
