@@ -8,3 +8,8 @@ from __future__ import annotations
 
 class ConfigError(ValueError):
     """A configuration value is not allowed; the message names field, value and what is allowed."""
+
+
+class DataError(ValueError):
+    """A data file the user pointed at cannot be read (corrupt, truncated, wrong layout); the message names
+    the file and what is wrong."""

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import ConfigError
-
-out = Console()
-err = Console(stderr=True)
+from .console import err, out
+from .parse import UserError
 
 
 def _list() -> None:
@@ -50,24 +47,19 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
-        try:
-            if list_:
-                _list()
-                return
-            if name is None:
-                raise ConfigError("give a study NAME (or --list to see them)")
-            from ..studies.densities import expand, load_recipe, seeds_for
+        if list_:
+            _list()
+            return
+        if name is None:
+            raise UserError("give a study NAME (or --list to see them; `sparseforge recipes` lists every recipe)")
+        from ..studies.densities import expand, load_recipe, seeds_for
 
-            recipe = load_recipe(name)
-            plan = expand(recipe, setting)
-            seed_list = seeds_for(recipe.settings[setting], seeds)
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        recipe = load_recipe(name)
+        plan = expand(recipe, setting)
+        seed_list = seeds_for(recipe.settings[setting], seeds)
 
         import torch
 
-        from ..data import DatasetUnavailable
         from ..runs.progress import RichProgress
         from ..studies.densities import run_study
 
@@ -86,12 +78,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"{tag} [{ev['index']}/{ev['total']}] {escape(ev['label'])} seed {ev['seed']}: "
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
-        try:
-            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
-                            callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)])
-        except (ConfigError, DatasetUnavailable) as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
+                        callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
         out.print(f"[bold]{recipe.title}[/bold] ({setting}, seeds {res.seeds})")
         for c in res.analysis.conclusions:
             out.print(f"- {c.replace('**', '')}")

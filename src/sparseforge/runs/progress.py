@@ -1,17 +1,25 @@
-"""Progress display for long runs (the library itself never prints; this callback does, via rich)."""
+"""Progress displays for long runs (the library itself never prints; these callbacks do, via rich).
+
+On a terminal a bar redraws in place; in a pipe or a log file there is no bar, only one line per finished
+step (an epoch, a benchmark round), so a log reads cleanly.
+"""
 
 from __future__ import annotations
 
-from rich.console import Console
+import time
+from typing import Optional
+
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from .terminal import err as console
 from ..train import Callback, TrainState
-
-console = Console(stderr=True)
+from ..train.progress import epoch_line
 
 
 class RichProgress(Callback):
-    """A bar per epoch, and one line per finished epoch with its metrics."""
+    """A bar per epoch (terminal only), and one line per finished epoch with its metrics."""
+
+    shows_progress = True  # fit() adds no report of its own; quiet means quiet
 
     def __init__(self, label: str = "", enabled: bool = True) -> None:
         self.label = label
@@ -20,7 +28,7 @@ class RichProgress(Callback):
         self._task = None
 
     def on_epoch_begin(self, state: TrainState) -> None:
-        if not self.enabled:
+        if not (self.enabled and console.is_terminal):
             return
         self._progress = Progress(
             TextColumn(f"{self.label} epoch {state.epoch + 1}/{state.config.epochs}"),
@@ -39,8 +47,36 @@ class RichProgress(Callback):
             self._progress.stop()
             self._progress = None
         if self.enabled:
-            m = state.metrics
-            console.print(
-                f"{self.label} epoch {m['epoch']:>3}: train loss {m['train_loss']:.4f} acc {100 * m['train_acc']:.2f}% | "
-                f"val loss {m['val_loss']:.4f} acc {100 * m['val_acc']:.2f}% | {m['epoch_time_s']:.2f} s"
-            )
+            console.print(epoch_line(state.metrics, state.config.epochs, self.label), markup=False, highlight=False)
+
+
+class Steps:
+    """Progress of a run made of ``total`` steps (benchmark rounds, sweep points): a bar on a terminal,
+    one line ``label: step k/total (t s)`` per finished step otherwise. Call it as ``steps(done, total)``."""
+
+    def __init__(self, label: str, enabled: bool = True) -> None:
+        self.label, self.enabled = label, enabled
+        self._bar: Optional[Progress] = None
+        self._task = None
+        self._t0 = time.perf_counter()
+
+    def __call__(self, done: int, total: int) -> None:
+        if not self.enabled:
+            return
+        if console.is_terminal:
+            if self._bar is None:
+                self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                                     console=console, transient=True)
+                self._bar.start()
+                self._task = self._bar.add_task(self.label, total=total)
+            self._bar.update(self._task, completed=done, total=total)
+            if done >= total:
+                self.close()
+        elif done > 0:
+            console.print(f"{self.label}: step {done}/{total} ({time.perf_counter() - self._t0:.1f} s)",
+                          markup=False, highlight=False)
+
+    def close(self) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+            self._bar = None

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import io
-from ..errors import ConfigError
+from ..errors import ConfigError, DataError
 from ..data import ArrayDataset, DataSplits
 
 CHECKPOINT = "checkpoint.pt"
@@ -78,7 +78,12 @@ class TrainState:
 
 
 class Callback:
-    """Base class: override the hooks you need. Hooks run in the order the callbacks were given."""
+    """Base class: override the hooks you need. Hooks run in the order the callbacks were given.
+
+    A callback that reports progress itself sets ``shows_progress = True``; :func:`fit` then leaves out its
+    default report."""
+
+    shows_progress: bool = False
 
     def on_train_begin(self, state: TrainState) -> None: ...
 
@@ -169,6 +174,7 @@ def fit(
     callbacks: Iterable[Callback] = (),
     run_dir: str | Path | None = None,
     resume: bool = False,
+    progress: bool | None = None,
 ) -> TrainState:
     """Train ``model`` on ``data.train``, validating on ``data.val`` after every epoch.
 
@@ -181,13 +187,25 @@ def fit(
     ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``epoch_time_s`` (training only),
     ``lr``, ``params``, ``flops_per_sample`` and whatever callbacks added; after the last epoch
     ``state.metrics`` also has ``test_loss`` and ``test_acc``.
+
+    ``progress``: one line per epoch on stderr (:class:`~sparseforge.train.progress.EpochLog`). None (the
+    default): on unless a callback shows progress itself (``shows_progress``); False: quiet; True: always.
     """
     callbacks = list(callbacks)
+    if progress or (progress is None and not any(getattr(cb, "shows_progress", False) for cb in callbacks)):
+        from .progress import EpochLog
+
+        callbacks.append(EpochLog())  # last: the checkpointed states of the given callbacks keep their places
     optimizer = make_optimizer(model, config)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(model=model, optimizer=optimizer, config=config, data=data, run_dir=run_dir)
     if resume and run_dir is not None and (run_dir / CHECKPOINT).exists():
-        ckpt = torch.load(run_dir / CHECKPOINT, weights_only=False)
+        try:
+            ckpt = torch.load(run_dir / CHECKPOINT, weights_only=False)
+        except Exception as e:  # noqa: BLE001 - truncated or not a checkpoint: torch raises many kinds
+            raise DataError(f"{run_dir / CHECKPOINT}: cannot read the checkpoint ({type(e).__name__}: "
+                            f"{' '.join(str(e).split())[:200]}); delete it to start again, or use another run "
+                            "directory") from None
         changed = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
                    if k != "epochs" and getattr(config, k) != v}
         if changed:
