@@ -4,13 +4,13 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner
 
 from sparseforge.studies.fixed_point import FixedStudyConfig, load_study_data, load_trained_fixed
 from sparseforge.hardware import FloatMLP, forward_float, init_fixed_mlp, load_export, predict_fixed
 from sparseforge.topology.clash_free import design_clash_free
 
-runner = CliRunner()
+runner = BoundaryRunner()
 FPGA = ["--net", "1024,64,32", "--fan-out", "4,16", "--z", "128,32"]
 
 

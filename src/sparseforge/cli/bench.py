@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .console import notice, out, pct, rich_table, typer_app
-from .parse import UserError, choice, densities as parse_densities, ints, number
+from .parse import UserError, choice, densities as parse_densities, ints, number, output_file
 
 bench_app = typer_app(help="Benchmarks: ratios against the best baseline of the same run.")
 
@@ -48,16 +48,17 @@ def bench_linear(
 ) -> None:
     """SparseLinear (each kernel backend) vs nn.Linear / torch.mm / oneDNN and torch CSR, forward and
     training step, all timed in one interleaved run; speedup = best dense time / sparse time."""
-    from .. import io
-    from ..studies.bench import kernel_table
-
-    from ..runs.progress import Steps
 
     _check_clock(clock, threads)
     dens = parse_densities(densities, "densities") or []
     gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
     if n % group:
         raise UserError(f"--group: {group} must divide --n {n} (grouped patterns share index lists by groups)")
+    output_file(json_out, "json")
+    from .. import io
+    from ..runs.progress import Steps
+    from ..studies.bench import kernel_table
+
     res = kernel_table(n=n, batch=batch, densities=dens, group=group, group_densities=gdens or [],
                        threads=threads, repeats=repeats, clock=clock,
                        on_round=Steps(f"bench linear {n}x{n}: timing round", enabled=not quiet))
@@ -87,11 +88,12 @@ def bench_challenge(
 ) -> None:
     """Sparse DNN Graph Challenge inference Y <- min(max(YW + b, 0), 32) over RadiX-Net layers:
     edges/s against scipy.sparse CSR on the same generated inputs, results checked equal."""
+    _check_clock(clock, threads)
+    output_file(json_out, "json")
     from .. import io
     from ..runs.progress import Steps
     from ..studies.bench import challenge, check_challenge
 
-    _check_clock(clock, threads)
     check_challenge(neurons, connections)
     res = challenge(neurons=neurons, layers=layers, connections=connections, inputs=inputs, batch=batch,
                     threads=threads, repeats=repeats, clock=clock,
@@ -112,13 +114,13 @@ def bench_batch(
     quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """Forward GFLOP/s of each backend and of torch.mm against batch size and thread count."""
+    number(density, "density", low=0, high=1, low_open=True)
+    choice(clock, "clock", ("wall", "cpu"))
+    batch_list, thread_list = ints(batches, "batches", min_value=1), ints(threads, "threads", min_value=1)
     from ..runs.progress import Steps
     from ..studies.bench import batch_sweep
 
-    number(density, "density", low=0, high=1, low_open=True)
-    choice(clock, "clock", ("wall", "cpu"))
-    rows = batch_sweep(n=n, density=density, batches=ints(batches, "batches", min_value=1),
-                       threads=ints(threads, "threads", min_value=1), clock=clock,
+    rows = batch_sweep(n=n, density=density, batches=batch_list, threads=thread_list, clock=clock,
                        on_round=Steps("bench batch: point", enabled=not quiet))
     if rows:
         _notice_rounded([density], [rows[0]["density"]])

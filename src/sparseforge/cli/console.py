@@ -6,6 +6,7 @@ wraps a number or cuts a table cell (one very wide line instead).
 
 from __future__ import annotations
 
+import sys
 from typing import Any, Callable, Optional
 
 import typer
@@ -20,7 +21,10 @@ def typer_app(**kwargs: Any) -> typer.Typer:
     """A Typer command group with the settings every group shares: plain (click) help text, so option names
     and types are never cut in a pipe and flags carry no ``<bool>``; help lines up to 200 columns."""
     kwargs.setdefault("no_args_is_help", True)
-    return typer.Typer(rich_markup_mode=None, context_settings={"max_content_width": 200}, **kwargs)
+    settings: dict = {"max_content_width": 200}
+    if not sys.stdout.isatty():  # a pipe or a file: wide lines rather than 80 columns
+        settings["terminal_width"] = 200
+    return typer.Typer(rich_markup_mode=None, context_settings=settings, **kwargs)
 
 
 def notice(text: str) -> None:

@@ -26,7 +26,7 @@ import typer
 from pydantic import Field, field_validator
 
 from .console import err, out, pct as _pct, rich_table, typer_app
-from .parse import UserError, choice, ints, number
+from .parse import UserError, choice, input_path, ints, number, output_dir
 from ..config import resolve_recipe, _Strict, load_yaml, merge, parse
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
@@ -66,7 +66,7 @@ class HwFixedSpec(_Strict):
     z: list[int] = Field(default=[128, 32], min_length=1)
     interleaver: Literal[1, 2, 3] = 1
     dither: bool = False
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     dataset: str = "mnist"
     data_root: Optional[str] = None
     limit: Optional[int] = Field(default=10000, ge=1, description="training samples (None: all)")
@@ -235,6 +235,8 @@ def register(app: typer.Typer) -> None:
         from ..topology.clash_free import design_clash_free
         from ..studies.fixed_point import load_trained_fixed
 
+        output_dir(out_dir, "out-dir")
+        input_path(from_run, "from-run")
         clock = _clock(fill_clocks, proc_time)
         if from_run is not None:
             if any(v is not None for v in (net, fan_out, z)):
@@ -280,6 +282,7 @@ def register(app: typer.Typer) -> None:
         from ..hardware import WordLengths, plot_z_sweep, sweep_z
         from ..studies.fixed_point import sweep_rows
 
+        output_dir(out_dir, "out-dir")
         sizes, d = ints(net, "net", 1), ints(fan_out, "fan-out", 1)
         if len(sizes) < 2 or len(d) != len(sizes) - 1:
             raise UserError(f"--net {net} --fan-out {fan_out}: need at least two layer sizes and one out-degree per "
@@ -333,6 +336,7 @@ def register(app: typer.Typer) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
         from ..studies.fixed_point import run_fixed_study, validate_study
 
+        output_dir(run_dir, "run-dir")
         base = load_yaml(resolve_config(config), HwFixedSpec).model_dump(mode="json") if config else {}
         flags = {
             "net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "z": ints(z, "z"),

@@ -79,6 +79,42 @@ def choice(value: Optional[str], name: str, allowed: tuple[str, ...] | list[str]
     return value
 
 
+def _creatable(path, name: str) -> None:
+    """UserError when ``path`` cannot be created because an existing ancestor is a file, not a directory."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise UserError(f"--{name}: {str(path)!r} cannot be created: {str(parent)!r} is a file, not a directory")
+
+
+def output_dir(path, name: str):
+    """``path`` when it is a directory or can be created as one (None stays None)."""
+    if path is None:
+        return None
+    if path.exists() and not path.is_dir():
+        raise UserError(f"--{name}: {str(path)!r} is a file; give a directory (it is created when missing)")
+    _creatable(path, name)
+    return path
+
+
+def output_file(path, name: str):
+    """``path`` when it can be written as a file: not an existing directory, its folder creatable."""
+    if path is None:
+        return None
+    if path.is_dir():
+        raise UserError(f"--{name}: {str(path)!r} is a directory; give a file name")
+    _creatable(path, name)
+    return path
+
+
+def input_path(path, name: str):
+    """``path`` when it exists (a file or a directory, as the option takes)."""
+    if path is not None and not path.exists():
+        raise UserError(f"--{name}: {str(path)!r} does not exist")
+    return path
+
+
 def radices(text: str) -> list[list[int]]:
     lists = []
     for part in [p for p in text.replace(" ", "").split(";") if p]:

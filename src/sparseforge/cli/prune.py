@@ -11,11 +11,11 @@ from pathlib import Path
 from typing import Literal, Optional
 
 import typer
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 from rich.table import Table
 
 from .console import err, out, pct as _pct
-from .parse import UserError, floats, ints
+from .parse import UserError, floats, ints, output_dir
 from ..config import resolve_recipe, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
 def _check_fractions(values: list[float], what: str) -> list[float]:
@@ -76,7 +76,7 @@ class PruneSection(_Strict):
 
 class RetrainSection(_Strict):
     sparsities: list[float] = Field(default=[0.9, 0.95, 0.99])
-    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
+    seeds: list[NonNegativeInt] = Field(default=[1, 2, 3], min_length=1)
     epochs: Optional[int] = Field(default=None, ge=1, description="None: the pre-training epochs")
     from_method: Literal["one-shot", "iterative"] = "iterative"
     random_control: bool = True
@@ -110,7 +110,7 @@ class PruneSpec(_Strict):
     retrain: RetrainSection = RetrainSection()
     bench: BenchSection = BenchSection()
     parts: list[Literal["sweep", "retrain", "bench"]] = Field(default=["sweep", "retrain", "bench"], min_length=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     threads: Optional[int] = Field(default=1, ge=1, description="torch intra-op threads for training")
 
     def to_config(self):
@@ -218,6 +218,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
+        output_dir(run_dir, "run-dir")
         base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
         flags = drop_none({
             "model": model, "seed": seed, "threads": threads,

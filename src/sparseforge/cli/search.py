@@ -19,7 +19,7 @@ import typer
 from rich.table import Table
 
 from .console import err, out, typer_app
-from .parse import UserError, ints
+from .parse import UserError, ints, output_dir
 
 
 def _trial_printer(quiet: bool, prefix: str = ""):
@@ -69,6 +69,7 @@ def register(app: typer.Typer) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
         from ..studies.search import load_spec, run_search
 
+        output_dir(run_dir, "run-dir")
         over: dict = {}
         if sampler is not None or seed is not None:
             over["sampler"] = {k: v for k, v in (("name", sampler), ("seed", seed)) if v is not None}
@@ -113,6 +114,7 @@ def register(app: typer.Typer) -> None:
         """Work on a created search until it is done (start one per core / machine)."""
         from ..search import load_search, run_worker
 
+        output_dir(run_dir, "run-dir")
         s = load_search(storage, study)
         rep = run_worker(s, run_dir=run_dir, worker_rank=rank, on_trial=_trial_printer(quiet))
         out.print(f"worker done: {len(rep.trials)} trials, {len(rep.recovered)} crashed trials recovered")
@@ -158,6 +160,7 @@ def register(app: typer.Typer) -> None:
         from ..search import SAMPLERS
         from ..studies.search import compare, load_spec
 
+        output_dir(run_dir, "run-dir")
         names = [s for s in samplers.replace(" ", "").split(",") if s]
         bad = [s for s in names if s not in SAMPLERS]
         if bad or not names:

@@ -14,6 +14,7 @@ import typer
 from pydantic import Field, model_validator
 
 from .console import err, out
+from .parse import output_dir
 from ..config import ConfigError, drop_none, DataSpec, TrainSpec, _Strict, load_yaml, merge, parse, recipe_names, resolve_recipe
 
 RECIPES = tuple(recipe_names("ssl_"))
@@ -70,7 +71,7 @@ class SSLSpec(_Strict):
     bench: BenchSpec = BenchSpec()
     export_onnx: bool = True
     threads: int = Field(default=1, ge=1, description="torch threads for training")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SSLSpec:
@@ -159,6 +160,7 @@ def register(app: typer.Typer) -> None:
         from ..runs.progress import RichProgress
         from ..studies.ssl import run_ssl
 
+        output_dir(run_dir, "run-dir")
         if not (recipe or config):
             recipe = "lenet-filter"
         overrides = drop_none({

@@ -19,7 +19,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from .console import err, out
-from .parse import UserError
+from .parse import UserError, output_dir
 
 
 def _list() -> None:
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
+        output_dir(run_dir, "run-dir")
         if list_:
             _list()
             return

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .console import err, notice_adjusted, out, pct, rich_table
-from .parse import densities, ints
+from .parse import densities, ints, output_file
 from .parse import radices as parse_radices
 
 
@@ -38,6 +38,8 @@ def register(app: typer.Typer) -> None:
         from ..config import ModelSpec, parse
         from ..topology import analysis, radix_net
 
+        output_file(plot, "plot")
+        output_file(paths_plot, "paths-plot")
         if radices is not None:
             topo = radix_net(parse_radices(radices), ints(widths, "widths"))
         else:

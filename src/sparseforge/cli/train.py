@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .console import err, notice_adjusted, out, pct, rich_table
-from .parse import UserError, densities as densities_of, ints
+from .parse import UserError, densities as densities_of, ints, output_dir
 
 
 def _one_or_list(vals: Optional[list[float]]):
@@ -104,6 +104,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Train one (sparse or FC) MLP from flags or a YAML config; resumable; data-parallel with --nproc N
         or under torchrun."""
+        output_dir(run_dir, "run-dir")
         if nproc > 1:
             raise typer.Exit(_launch(nproc))
         spec = _train_spec(config, dict(
@@ -169,6 +170,7 @@ def register(app: typer.Typer) -> None:
         from ..studies.demo import DemoConfig, run_demo
         from ..runs.progress import RichProgress
 
+        output_dir(run_dir, "run-dir")
         torch.set_num_threads(threads)
         dens = densities_of(densities, "densities") or []
         cfg = DemoConfig(densities=tuple(dens), epochs=epochs, dataset=dataset, limit=limit, seed=seed)

@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Annotated, Any, Callable, Literal, Sequence, Union
 
 import torch
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 
 from .. import io
 from ..config import ConfigError, TrainSpec, _Strict, parse, read_mapping
@@ -153,7 +153,7 @@ class StudyData(_Strict):
     root: Path | None = None
     val_size: Union[int, float, None] = None
     limit: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="loader options, e.g. {variant: difficult}")
     top_variance: int | None = Field(default=None, gt=0, description="keep the k highest-variance features")
     pca: int | None = Field(default=None, gt=0, description="project onto the first k principal components")
@@ -237,7 +237,7 @@ class Block(_Strict):
 
 
 class Setting(_Strict):
-    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+    seeds: list[NonNegativeInt] = Field(default=[0, 1, 2], min_length=1)
     threads: int = Field(default=1, ge=1, description="torch intra-op threads")
     note: str = Field(default="", description="free text for the report (e.g. what it took, what it gave)")
     model: dict[str, Any] = Field(default_factory=dict)
