@@ -19,8 +19,8 @@ from sparseforge.runs.progress import Progress
 from sparseforge.runs.report import markdown_table, write_report
 from sparseforge.runs.store import LOCK, RUN_JSON, RunStore
 from sparseforge.runs.timing import best_time, interleaved_times
-from sparseforge.train.checkpoint import (ABSENT, load_checkpoint, previous_path, save_checkpoint, settings_diff,
-                                          settings_hash)
+from sparseforge.train.checkpoint import (ABSENT, describe_diff, load_checkpoint, previous_path, save_checkpoint,
+                                          settings_diff, settings_hash)
 
 SETTINGS = {"train": {"epochs": 1, "lr": 0.001}, "seed": 0, "densities": [1.0, 0.1]}
 
@@ -46,6 +46,13 @@ def test_diff_names_nested_fields_old_and_new():
     new = {"train": {"epochs": 3, "lr": 0.001}, "seed": 5, "densities": [1.0, 0.1], "limit": 100}
     assert settings_diff(SETTINGS, new) == [("limit", ABSENT, 100),
                                             ("seed", 0, 5), ("train.epochs", 1, 3)]
+
+
+def test_diff_descends_into_lists_of_dicts_only():
+    old = {"variants": [{"name": "a", "lr": 0.1}, {"name": "b", "lr": 0.2}], "densities": [1.0, 0.5]}
+    new = {"variants": [{"name": "a", "lr": 0.1}, {"name": "b", "lr": 0.3}], "densities": [1.0, 0.2]}
+    assert settings_diff(old, new) == [("densities", [1.0, 0.5], [1.0, 0.2]), ("variants.1.lr", 0.2, 0.3)]
+    assert describe_diff(settings_diff(old, new)) == "densities [1.0,0.5] → [1.0,0.2], variants.1.lr 0.2 → 0.3"
 
 
 # ---------------------------------------------------------------------------------------------- store
@@ -83,6 +90,18 @@ def test_mutable_fields_may_change_and_are_recorded(tmp_path):
     with RunStore(tmp_path, longer, command="train", mutable=("train.epochs",)) as s:
         assert s.existed
     assert json.loads((tmp_path / RUN_JSON).read_text())["settings"]["train"]["epochs"] == 5
+
+
+def test_refuse_existing_even_with_the_same_settings(tmp_path):
+    RunStore(tmp_path, SETTINGS, command="train").open().close()
+    before = (tmp_path / RUN_JSON).read_text()
+    longer = {**SETTINGS, "train": {"epochs": 5, "lr": 0.001}}
+    with pytest.raises(ConfigError, match="already holds a 'train' run; pass --resume"):
+        RunStore(tmp_path, longer, command="train", mutable=("train.epochs",),
+                 refuse_existing="pass --resume").open()
+    assert (tmp_path / RUN_JSON).read_text() == before
+    with RunStore(tmp_path, SETTINGS, command="train", overwrite=True, refuse_existing="pass --resume") as s:
+        assert not s.existed
 
 
 def test_overwrite_clears_the_run(tmp_path):
@@ -241,14 +260,14 @@ def test_timing_takes_the_minimum_per_call_and_interleaves():
     def fake_clock(name="wall"):
         return lambda: clock_calls.append(1) or next(ticks) ** 2  # strictly growing gaps: first round is min
 
-    orig = timing.clock
-    timing.clock = fake_clock
+    orig = timing.timer
+    timing.timer = fake_clock
     try:
         assert best_time(lambda: None, repeats=3, warmup=0, number=1) == 1  # 1-0, 9-4, 25-16: min is 1
     finally:
-        timing.clock = orig
+        timing.timer = orig
     with pytest.raises(ValueError, match="clock"):
-        best_time(lambda: None, clock_name="sundial")
+        best_time(lambda: None, clock="sundial")
 
 
 def test_report_writes_tables_figures_then_markdown(tmp_path):

@@ -42,6 +42,9 @@ def settings_hash(settings: Any) -> str:
 
 
 def _flatten(obj: Any, prefix: str = "") -> dict[str, Any]:
+    """Dotted paths to leaves; lists of dicts descend by index (``variants.1.lr``), other lists are leaves."""
+    if isinstance(obj, list) and obj and any(isinstance(v, dict) for v in obj):
+        obj = {str(i): v for i, v in enumerate(obj)}
     if isinstance(obj, dict) and obj:
         out: dict[str, Any] = {}
         for k, v in obj.items():
