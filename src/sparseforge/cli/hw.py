@@ -32,7 +32,7 @@ from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, par
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 class _UserError(ValueError):

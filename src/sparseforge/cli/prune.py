@@ -18,7 +18,7 @@ from rich.table import Table
 from ..config import resolve_recipe, ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 def _check_fractions(values: list[float], what: str) -> list[float]:
     for v in values:
