@@ -90,6 +90,10 @@ def test_mutable_fields_may_change_and_are_recorded(tmp_path):
     with RunStore(tmp_path, longer, command="train", mutable=("train.epochs",)) as s:
         assert s.existed
     assert json.loads((tmp_path / RUN_JSON).read_text())["settings"]["train"]["epochs"] == 5
+    faster = {**longer, "train": {"epochs": 5, "lr": 0.01}}  # a whole section may be mutable, not its siblings
+    RunStore(tmp_path, faster, command="train", mutable=("train",)).open().close()
+    with pytest.raises(ConfigError, match="seed 0 → 1"):
+        RunStore(tmp_path, {**faster, "seed": 1}, command="train", mutable=("train", "see")).open()
 
 
 def test_refuse_existing_even_with_the_same_settings(tmp_path):

@@ -69,8 +69,9 @@ class RunStore:
         settings: what the run's results depend on: a pydantic model, dataclass or JSON-able dict.
         command: the command's name, recorded in ``run.json`` and in the lock (e.g. ``"demo"``).
         overwrite: clear an existing run directory instead of refusing other settings.
-        mutable: dotted settings fields allowed to change on reopening (e.g. ``("train.epochs",)`` for a
-            resumed training that runs longer); ``run.json`` is then updated.
+        mutable: dotted settings fields (or whole sections) allowed to change on reopening, e.g.
+            ``("train.epochs",)`` for a resumed training that runs longer, or ``("bench",)`` for results
+            that are recomputed on every run anyway; ``run.json`` is then updated.
         refuse_existing: when given, an existing run (even with the same settings) is refused with this
             hint appended (``train`` without ``--resume``: "pass --resume to continue it ...").
     """
@@ -146,7 +147,7 @@ class RunStore:
                 raise ConfigError(f"--run-dir {self.dir} holds a run of '{old_command}', not '{self.command}'; "
                                   "use a new --run-dir or --overwrite")
             diff = settings_diff(old_settings, self.settings)
-            if any(k not in self.mutable for k, _, _ in diff):
+            if any(not self._mutable(k) for k, _, _ in diff):
                 raise ConfigError(f"--run-dir {self.dir} holds a run made with other settings: "
                                   f"{describe_diff(diff)}; use a new --run-dir or --overwrite")
             if self.refuse_existing:
@@ -159,6 +160,9 @@ class RunStore:
                               "directory, or one made by an older version); use a new --run-dir")
         io.write_json(path, {"format": FORMAT, "command": self.command, "settings_hash": self.hash,
                              "settings": self.settings, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+
+    def _mutable(self, key: str) -> bool:
+        return any(key == m or key.startswith(m + ".") for m in self.mutable)
 
     # ------------------------------------------------------------------------------------------ lock
     def _acquire(self) -> None:
