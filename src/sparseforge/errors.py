@@ -13,3 +13,10 @@ class ConfigError(ValueError):
 class DataError(ValueError):
     """A data file the user pointed at cannot be read (corrupt, truncated, wrong layout); the message names
     the file and what is wrong."""
+
+
+class RunError(ConfigError):
+    """A run directory cannot be used as asked: another writer holds it, or a checkpoint is damaged.
+
+    A ConfigError so that the command line treats it alike (one line, exit 2); the message says what to do.
+    """

@@ -10,9 +10,22 @@ import sys
 from typing import Any, Callable, Optional
 
 import typer
+from rich.console import Console
 from rich.table import Table
 
-from ..runs.terminal import err, out
+PIPE_WIDTH = 1000  # columns when not a terminal: tables keep every cell whole; nothing is wrapped
+
+
+def _console(stream: Any, stderr: bool) -> Console:
+    """On a terminal, rich output; in a pipe or a log file, plain text that never wraps a number or cuts a
+    table cell (one wide line instead) and has no colour codes."""
+    if stream.isatty():
+        return Console(stderr=stderr, soft_wrap=stderr)  # an error stays one line however narrow the terminal
+    return Console(stderr=stderr, width=PIPE_WIDTH, soft_wrap=True, no_color=True, highlight=False)
+
+
+out = _console(sys.stdout, stderr=False)
+err = _console(sys.stderr, stderr=True)
 
 __all__ = ["err", "out", "notice", "notice_adjusted", "pct", "rich_table", "typer_app"]
 

@@ -214,7 +214,8 @@ def register(app: typer.Typer) -> None:
         parts: Optional[str] = typer.Option(None, help="which of sweep,retrain,bench to run"),
         seed: Optional[int] = typer.Option(None, min=0, help="seed of the dense model and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
-        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes a study of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
@@ -236,7 +237,7 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.prune import build_model, run_study
 
         if spec.threads:
@@ -257,7 +258,7 @@ def register(app: typer.Typer) -> None:
             build_model(cfg.model, data)  # does the model fit the data? (a user error if not)
         except ValueError as e:
             raise UserError(f"--model {cfg.model} does not fit --dataset {cfg.dataset}: {e}") from None
-        result = run_study(cfg, run_dir, data=data, notify=notify,
-                           callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        result = run_study(cfg, run_dir, data=data, notify=notify, overwrite=overwrite,
+                           callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         _show(result)
         out.print(f"wrote {run_dir}/report.md, CSV tables and figures/")

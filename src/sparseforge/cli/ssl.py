@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
     def ssl_command(
         recipe: Optional[str] = typer.Option(None, help=f"packaged recipe: {', '.join(RECIPES)}"),
         config: Optional[Path] = typer.Option(None, help="YAML recipe (sections model, data, train, ssl, variants, bench)"),
-        run_dir: Path = typer.Option(Path("runs/ssl"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/ssl"), help="run directory (resumes a run of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a run of other settings) and start again"),
         dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, digits"),
         limit: Optional[int] = typer.Option(None, help="samples per split (for a quick look)"),
         epochs: Optional[int] = typer.Option(None, help="baseline epochs"),
@@ -157,7 +158,7 @@ def register(app: typer.Typer) -> None:
         """Structured sparsity learning: baseline, group-Lasso variants, thinning, FLOPs, CPU speedups, report."""
         import torch
 
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.ssl import run_ssl
 
         output_dir(run_dir, "run-dir")
@@ -174,8 +175,8 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(spec.threads)
         cfg = spec.experiment()
         err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> {run_dir}")
-        result = run_ssl(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet),
-                                                                    _sparsity_line(label, not quiet)])
+        result = run_ssl(cfg, run_dir, overwrite=overwrite,
+                         callbacks_for=lambda label: [Progress(label, enabled=not quiet), _sparsity_line(label, not quiet)])
         con = out
         for res in [result["baseline"]] + result["variants"]:
             con.print(f"{res['model']:>16}: error {100 * res['test_err']:.2f}%  FLOPs {100 * res['flop_pct']:.1f}%  "

@@ -44,6 +44,7 @@ def register(app: typer.Typer) -> None:
                                                help="run directory (default runs/study_NAME_SETTING); resumes"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="number of seeds (default: the setting's)"),
         list_: bool = typer.Option(False, "--list", help="list the studies and their settings"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="clear --run-dir (a study of other settings) first"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
@@ -61,7 +62,7 @@ def register(app: typer.Typer) -> None:
 
         import torch
 
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.densities import run_study
 
         torch.set_num_threads(recipe.settings[setting].threads)
@@ -79,8 +80,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"{tag} [{ev['index']}/{ev['total']}] {escape(ev['label'])} seed {ev['seed']}: "
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
-        res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
-                        callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
+                        callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         out.print(f"[bold]{recipe.title}[/bold] ({setting}, seeds {res.seeds})")
         for c in res.analysis.conclusions:
             out.print(f"- {c.replace('**', '')}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Optional
 
@@ -97,13 +98,14 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, min=0, help="seed for topology, initialisation and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads (per process)"),
         run_dir: Path = typer.Option(Path("runs/train"), help="where metrics and checkpoints go"),
-        resume: bool = typer.Option(False, help="continue from the checkpoint in --run-dir"),
+        resume: bool = typer.Option(False, help="continue the run in --run-dir (same settings; --epochs may grow)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir and start again"),
         nproc: int = typer.Option(1, min=1, max=256, help="data-parallel processes on this machine (each a "
                                   "torchrun rank; gloo on CPU). Under torchrun, leave it at 1"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
-        """Train one (sparse or FC) MLP from flags or a YAML config; resumable; data-parallel with --nproc N
-        or under torchrun."""
+        """Train one (sparse or FC) MLP from flags or a YAML config; resumable with --resume; data-parallel
+        with --nproc N or under torchrun."""
         output_dir(run_dir, "run-dir")
         if nproc > 1:
             raise typer.Exit(_launch(nproc))
@@ -121,7 +123,8 @@ def register(app: typer.Typer) -> None:
         from .. import io
         from ..data import load_dataset
         from ..nn import SparseMLP
-        from ..runs.progress import RichProgress
+        from ..runs import RunStore
+        from ..runs.progress import Progress
         from ..train.distributed import fit_distributed, init_from_env
 
         if spec.threads:
@@ -136,18 +139,23 @@ def register(app: typer.Typer) -> None:
                 f"inputs and N_L = {data.n_classes} outputs (leave --net out to take them from the data)"
             )
         rank, world = init_from_env()
-        lead = rank == 0
-        if lead:
-            notice_adjusted(spec.model.density, topo)
-            io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
-        torch.manual_seed(spec.model.seed)
-        model = SparseMLP(topo)
-        if lead:
-            err.print(f"model: N_net={topo.sizes}, rho_net={100 * topo.rho_net:.2f}%, {model.num_parameters():,} "
-                      f"parameters" + (f"; {world} processes (data parallel)" if world > 1 else ""),
-                      markup=False)
-        state = fit_distributed(model, data, spec.train.to_config(), run_dir=run_dir, resume=resume,
-                                callbacks=[RichProgress(enabled=lead and not quiet)])
+        lead = rank == 0  # rank 0 holds the run directory; the other ranks only train
+        settings = spec.model_dump(mode="json", exclude={"threads"})  # what the results depend on
+        hint = "pass --resume to continue it, --overwrite to start again, or use a new --run-dir"
+        store = (RunStore(run_dir, settings, command="train", overwrite=overwrite, mutable=("train.epochs",),
+                          refuse_existing=None if resume else hint) if lead else contextlib.nullcontext())
+        with store:
+            if lead:
+                notice_adjusted(spec.model.density, topo)
+                io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
+            torch.manual_seed(spec.model.seed)
+            model = SparseMLP(topo)
+            if lead:
+                err.print(f"model: N_net={topo.sizes}, rho_net={100 * topo.rho_net:.2f}%, {model.num_parameters():,} "
+                          f"parameters" + (f"; {world} processes (data parallel)" if world > 1 else ""), markup=False)
+            state = fit_distributed(model, data, spec.train.to_config(), run_dir=run_dir, resume=resume,
+                                    callbacks=[Progress(enabled=lead and not quiet)],
+                                    settings={k: settings[k] for k in ("model", "data")})
         m = state.metrics
         if lead:
             out.print(f"test accuracy {100 * m['test_acc']:.2f}% after {m['epoch']} epochs; metrics in {run_dir}")
@@ -155,27 +163,29 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def demo(
-        run_dir: Path = typer.Option(Path("runs/demo"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/demo"), help="run directory (resumes a demo of the same settings)"),
         epochs: int = typer.Option(15, min=1),
         densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.02", help="overall densities (1 = FC)"),
         dataset: str = typer.Option("mnist"),
         limit: Optional[int] = typer.Option(None, help="samples per split (for a quick look)"),
         seed: int = typer.Option(0, min=0),
         threads: int = typer.Option(2, min=1),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a demo of other settings) and start again"),
         quiet: bool = typer.Option(False),
     ) -> None:
         """The main job: FC vs pre-defined sparse N=(784,112,10) MLPs on MNIST; table, plot, report."""
         import torch
 
+        from ..runs.progress import Progress
         from ..studies.demo import DemoConfig, run_demo
-        from ..runs.progress import RichProgress
 
         output_dir(run_dir, "run-dir")
         torch.set_num_threads(threads)
         dens = densities_of(densities, "densities") or []
         cfg = DemoConfig(densities=tuple(dens), epochs=epochs, dataset=dataset, limit=limit, seed=seed)
         err.print(f"demo: {len(dens)} networks on {dataset}, {epochs} epochs each -> {run_dir}")
-        rows = run_demo(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        rows = run_demo(cfg, run_dir, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
+                        overwrite=overwrite)
         fc = next((r for r in rows if r["rho_net"] == 1), None)
         show = [
             {"rho_net": r["rho_net"], "fan_out": ",".join(map(str, r["fan_out"])), "params": r["params"],

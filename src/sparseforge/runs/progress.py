@@ -1,39 +1,83 @@
-"""Progress displays for long runs (the library itself never prints; these callbacks do, via rich).
+"""The one progress display of the long commands (the library never prints; this is its callback).
 
-On a terminal a bar redraws in place; in a pipe or a log file there is no bar, only one line per finished
-step (an epoch, a benchmark round), so a log reads cleanly.
+On a terminal: a bar per epoch (rich). Not on a terminal (a log file, a pipe, CI): one plain line per
+finished epoch or step, no control characters. ``enabled=False`` (``--quiet``): nothing but warnings. It is
+a training :class:`~sparseforge.train.Callback` and also takes plain ``step``/``note`` calls from runners
+that loop over variants, densities or trials.
 """
 
 from __future__ import annotations
 
-import time
-from typing import Optional
+import sys
+from typing import IO
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-from .terminal import err as console
 from ..train import Callback, TrainState
 from ..train.progress import epoch_line
 
 
-class RichProgress(Callback):
-    """A bar per epoch (terminal only), and one line per finished epoch with its metrics."""
+class Progress(Callback):
+    """Progress of one labelled job on ``stream`` (default stderr).
 
-    shows_progress = True  # fit() adds no report of its own; quiet means quiet
+    Args:
+        label: prefix of every line (e.g. a variant's name).
+        enabled: False prints nothing but :meth:`note` (warnings).
+        stream: where to write; a bar is drawn only when it is a TTY (``bar=None``) or when ``bar=True``.
+    """
 
-    def __init__(self, label: str = "", enabled: bool = True) -> None:
+    def __init__(self, label: str = "", enabled: bool = True, *, stream: IO[str] | None = None,
+                 bar: bool | None = None) -> None:
         self.label = label
         self.enabled = enabled
-        self._progress: Progress | None = None
+        self.stream = stream if stream is not None else sys.stderr
+        isatty = getattr(self.stream, "isatty", lambda: False)
+        self.bar = bool(isatty()) if bar is None else bar
+        self._progress = None
         self._task = None
+        self._console = None
+
+    # ------------------------------------------------------------------------------------------ output
+    def line(self, text: str, *, always: bool = False) -> None:
+        """One line (with the label), unless disabled (``always``: even then)."""
+        if not (self.enabled or always):
+            return
+        text = f"{self.label} {text}" if self.label else text
+        if self.bar:
+            self._rich().print(text, markup=False, highlight=False)
+        else:
+            print(text, file=self.stream, flush=True)
+
+    def note(self, text: str) -> None:
+        """A message shown even when quiet (e.g. a damaged checkpoint that was skipped)."""
+        self.line(text, always=True)
+
+    def step(self, done: int, total: int, what: str = "") -> None:
+        """A runner finished item ``done`` of ``total`` (1-based), e.g. one density of a sweep."""
+        self.line(f"[{done}/{total}] {what}".rstrip())
+
+    def _rich(self):
+        if self._console is None:
+            from rich.console import Console
+
+            self._console = Console(file=self.stream)
+        return self._console
+
+    # ------------------------------------------------------------------------------------------ training
+    def on_train_begin(self, state: TrainState) -> None:
+        for text in state.notes:
+            self.note(text)
+        if state.resumed_from:
+            self.line(f"resumed after epoch {state.resumed_from} of {state.config.epochs}")
 
     def on_epoch_begin(self, state: TrainState) -> None:
-        if not (self.enabled and console.is_terminal):
+        if not (self.enabled and self.bar):
             return
-        self._progress = Progress(
-            TextColumn(f"{self.label} epoch {state.epoch + 1}/{state.config.epochs}"),
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress as Bar, TextColumn, TimeElapsedColumn
+
+        prefix = f"{self.label} " if self.label else ""
+        self._progress = Bar(
+            TextColumn(f"{prefix}epoch {state.epoch + 1}/{state.config.epochs}"),
             BarColumn(), MofNCompleteColumn(), TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-            console=console, transient=True,
+            console=self._rich(), transient=True,
         )
         self._progress.start()
         self._task = self._progress.add_task("train", total=state.n_batches, loss=float("nan"))
@@ -46,37 +90,9 @@ class RichProgress(Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if self.enabled:
-            console.print(epoch_line(state.metrics, state.config.epochs, self.label), markup=False, highlight=False)
+        self.line(epoch_line(state.metrics, state.config.epochs))
 
-
-class Steps:
-    """Progress of a run made of ``total`` steps (benchmark rounds, sweep points): a bar on a terminal,
-    one line ``label: step k/total (t s)`` per finished step otherwise. Call it as ``steps(done, total)``."""
-
-    def __init__(self, label: str, enabled: bool = True) -> None:
-        self.label, self.enabled = label, enabled
-        self._bar: Optional[Progress] = None
-        self._task = None
-        self._t0 = time.perf_counter()
-
-    def __call__(self, done: int, total: int) -> None:
-        if not self.enabled:
-            return
-        if console.is_terminal:
-            if self._bar is None:
-                self._bar = Progress(TextColumn(self.label), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                                     console=console, transient=True)
-                self._bar.start()
-                self._task = self._bar.add_task(self.label, total=total)
-            self._bar.update(self._task, completed=done, total=total)
-            if done >= total:
-                self.close()
-        elif done > 0:
-            console.print(f"{self.label}: step {done}/{total} ({time.perf_counter() - self._t0:.1f} s)",
-                          markup=False, highlight=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.stop()
-            self._bar = None
+    def on_train_end(self, state: TrainState) -> None:
+        if self._progress is not None:  # an epoch ended by an exception elsewhere
+            self._progress.stop()
+            self._progress = None

@@ -108,16 +108,17 @@ class DDP(DistributedDataParallel):
 
 def fit_distributed(model: nn.Module, data: DataSplits, config: TrainConfig, *,
                     callbacks: Iterable[Callback] = (), run_dir: str | os.PathLike | None = None,
-                    resume: bool = False) -> TrainState:
+                    resume: bool = False, settings: Any = None) -> TrainState:
     """:func:`fit` on this rank's shard with the model wrapped in DDP (needs an initialised process group,
     see :func:`init_from_env`; with world size 1 it is plain :func:`fit`).
 
     ``config.batch_size`` is the global batch: each rank takes ``batch_size // world`` (at least 1).
     Every rank must build ``model`` identically (DDP also broadcasts rank 0's parameters at wrap time).
-    Returns this rank's state (``state.model`` is the DDP wrapper; ``.module`` is the model).
+    Returns this rank's state (``state.model`` is the DDP wrapper; ``.module`` is the model). ``settings``
+    goes to :func:`fit` (hashed into the checkpoint).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return fit(model, data, config, callbacks=callbacks, run_dir=run_dir, resume=resume)
+        return fit(model, data, config, callbacks=callbacks, run_dir=run_dir, resume=resume, settings=settings)
     rank, world = dist.get_rank(), dist.get_world_size()
     full = data.train
     per = len(full) // world
@@ -129,12 +130,13 @@ def fit_distributed(model: nn.Module, data: DataSplits, config: TrainConfig, *,
     ddp = DDP(model)
     cbs = [ShardCallback(full, shard, rank, world, config.seed), *callbacks]
     if rank == 0:
-        return fit(ddp, local, cfg, callbacks=cbs, run_dir=run_dir, resume=resume)
+        return fit(ddp, local, cfg, callbacks=cbs, run_dir=run_dir, resume=resume, settings=settings)
     tmp = Path(tempfile.mkdtemp(prefix=f"sparseforge-rank{rank}-"))
     try:
         if resume and run_dir is not None and (Path(run_dir) / CHECKPOINT).exists():
             shutil.copy2(Path(run_dir) / CHECKPOINT, tmp / CHECKPOINT)
-        return fit(ddp, local, cfg, callbacks=cbs, run_dir=tmp if run_dir is not None else None, resume=resume)
+        return fit(ddp, local, cfg, callbacks=cbs, run_dir=tmp if run_dir is not None else None, resume=resume,
+                   settings=settings)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
