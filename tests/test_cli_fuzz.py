@@ -30,30 +30,26 @@ BASE = {
 }
 # Bad values per option where the type alone does not say what is bad (any text is some name).
 TEXT = {
-    "--net": ["abc", "0,10", "784", "-1,2", ",", "1e999"],
-    "--fan-out": ["abc", "0,10", "-4", "99999,10"], "--fan-in": ["abc", "0", "-1"],
-    "--density": ["abc", "0", "2", "-20%", "nan", "inf", "0.5,0.5,0.5,0.5"],
-    "--densities": ["abc", "0", "2", "nan", "", "-1"], "--group-densities": ["abc", "0", "2", "nan"],
-    "--family": ["abc", ""], "--dataset": ["cifar10", "", "none"], "--optimizer": ["rmsprop", ""],
-    "--clock": ["abc", ""], "--mode": ["abc"], "--interleaver": ["abc", "4", "0"],
-    "--radices": ["abc", "0", ";", "2,-2", "1e999"], "--widths": ["abc", "0", "-1"],
-    "--z": ["abc", "0,0", "7,7", "-1"], "--batches": ["abc", "0", "-1", ""], "--threads": ["abc", "0", "-1", ""],
-    "--sparsities": ["abc", "0", "1", "1.5", "nan", "-50%"], "--retrain-sparsities": ["abc", "0", "1", "inf"],
-    "--methods": ["abc", ""], "--scope": ["abc"], "--schedule": ["abc"], "--parts": ["abc", ""],
-    "--retrain-seeds": ["abc", "-1", ""], "--bench-batches": ["abc", "0", "-1"],
-    "--word-bits": ["abc", "0", "1", "64", "8,8"], "--int-bits": ["abc", "-1", "2,2"],
-    "--rounding": ["abc"], "--hidden": ["tanh"], "--recipe": ["bogus", "", "../etc/passwd"],
-    "--sampler": ["abc"], "--samplers": ["abc", "", "gp,abc"], "--seeds": ["abc", "-1", ""],
-    "--setting": ["huge", ""], "--storage": ["{tmp}/adir", "{tmp}/binary.bin"], "--study": [],
+    "--net": ["abc", "0,10", "784"], "--fan-out": ["abc", "0,10", "99999,10"], "--fan-in": ["abc", "0"],
+    "--density": ["0", "2", "-20%", "nan"], "--densities": ["0", "2", "nan"], "--group-densities": ["0", "nan"],
+    "--family": ["abc"], "--dataset": ["cifar10", ""], "--optimizer": ["rmsprop"], "--clock": ["abc"],
+    "--mode": ["abc"], "--interleaver": ["abc", "4"], "--radices": ["abc", "0", ";"], "--widths": ["abc", "0"],
+    "--z": ["abc", "0,0", "7,7"], "--batches": ["abc", "0"], "--threads": ["abc", "0"],
+    "--sparsities": ["abc", "1", "nan"], "--retrain-sparsities": ["0", "inf"], "--methods": ["abc"],
+    "--scope": ["abc"], "--schedule": ["abc"], "--parts": ["abc"], "--retrain-seeds": ["abc", "-1"],
+    "--bench-batches": ["abc", "0"], "--word-bits": ["abc", "1", "8,8"], "--int-bits": ["abc", "-1"],
+    "--rounding": ["abc"], "--hidden": ["tanh"], "--recipe": ["bogus", ""], "--sampler": ["abc"],
+    "--samplers": ["abc", "gp,abc"], "--seeds": ["abc", "-1"], "--setting": ["huge"],
+    "--storage": ["{tmp}/adir", "{tmp}/binary.bin"],
 }
 # Options whose any value is a legitimate choice (the run would start): fuzzed through the other options.
 ANY_VALUE = {("search", "run", "--study"), ("search", "create", "--study"), ("search", "worker", "--study")}
 INPUT_FILES = ["{tmp}/missing.yaml", "{tmp}/adir", "{tmp}/binary.bin", "{tmp}/empty.yaml", "{tmp}/comments.yaml",
                "{tmp}/dupkeys.yaml", "{tmp}/list.yaml", "{tmp}/unknown_key.yaml"]
-OUTPUT_DIRS = ["{tmp}/afile.txt", "{tmp}/afile.txt/sub"]
+OUTPUT_DIRS = ["{tmp}/afile.txt"]
 OUTPUT_FILES = ["{tmp}/adir", "{tmp}/afile.txt/x.json"]
 INPUT_DIRS = ["{tmp}/missing_dir", "{tmp}/afile.txt"]
-INTS, FLOATS = ["abc", "1.5", "-1", ""], ["abc", "inf", "nan", "-inf", "-1"]
+INTS, FLOATS = ["abc", "-1"], ["abc", "inf", "nan", "-1"]
 
 
 def _commands():
@@ -94,7 +90,7 @@ def variants() -> list[tuple[str, list[str]]]:
     for path, cmd in _commands():
         base = list(path) + BASE.get(path, [])
         out.append((f"{' '.join(path)}: unknown option", base + ["--no-such-option", "1"]))
-        for p in cmd.params:
+        for k, p in enumerate(cmd.params):
             if type(p).__name__ == "TyperArgument":
                 if path == ("study",):
                     out += [(f"study NAME {v}", list(path) + [v]) for v in INPUT_FILES + ["nope"]]
@@ -117,11 +113,11 @@ def variants() -> list[tuple[str, list[str]]]:
             elif "path" in kind:
                 values = _path_values(path, opt, p.name)
             else:
-                values = TEXT.get(opt, ["abc", ",", "-1"])
+                values = TEXT.get(opt, ["abc", "-1"])
             for v in values:
                 argv = base + ([f"{opt}=maybe"] if v is None else [opt, v])
                 out.append((f"{' '.join(path)} {opt} {v!r}", argv))
-            if not p.is_flag:
+            if not p.is_flag and k < 3:  # a missing value is the parser's error: a few per command suffice
                 out.append((f"{' '.join(path)} {opt} without a value", base + [opt]))
     return out
 
@@ -151,7 +147,7 @@ def test_bad_command_lines_never_traceback_and_always_fail(tmp_path):
     _fixtures(tmp_path)
     cases = [(label, [a.replace("{tmp}", str(tmp_path)) for a in argv]) for label, argv in variants()]
     assert len(cases) >= 300, len(cases)
-    with ThreadPoolExecutor(max_workers=6) as pool:
+    with ThreadPoolExecutor(max_workers=4) as pool:
         results = list(pool.map(lambda c: _run(c[1], tmp_path), cases))
     bad = []
     for (label, argv), (rc, output) in zip(cases, results):

@@ -26,6 +26,14 @@ def _check_clock(clock: str, threads: int) -> None:
         raise UserError(f"--clock cpu times this thread only: use it with --threads 1 (got {threads})")
 
 
+def _steps(label: str, what: str, quiet: bool):
+    """``on_round(done, total)`` for the benchmarks: one progress line per finished step (the one display)."""
+    from ..runs.progress import Progress
+
+    progress = Progress(label, enabled=not quiet)
+    return lambda done, total: progress.step(done, total, what) if done else None
+
+
 def _notice_rounded(asked: list[float], got: list[float]) -> None:
     """A notice for each density that the pattern's whole out-degree made different from what was asked."""
     for a, g in zip(asked, got):
@@ -56,12 +64,11 @@ def bench_linear(
         raise UserError(f"--group: {group} must divide --n {n} (grouped patterns share index lists by groups)")
     output_file(json_out, "json")
     from .. import io
-    from ..runs.progress import Steps
     from ..studies.bench import kernel_table
 
     res = kernel_table(n=n, batch=batch, densities=dens, group=group, group_densities=gdens or [],
                        threads=threads, repeats=repeats, clock=clock,
-                       on_round=Steps(f"bench linear {n}x{n}: timing round", enabled=not quiet))
+                       on_round=_steps(f"bench linear {n}x{n}:", "timing rounds done", quiet))
     _notice_rounded(dens + (gdens or []), [r["density"] for r in res["rows"] if r["backend"] == "stock"])
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
@@ -91,13 +98,12 @@ def bench_challenge(
     _check_clock(clock, threads)
     output_file(json_out, "json")
     from .. import io
-    from ..runs.progress import Steps
     from ..studies.bench import challenge, check_challenge
 
     check_challenge(neurons, connections)
     res = challenge(neurons=neurons, layers=layers, connections=connections, inputs=inputs, batch=batch,
                     threads=threads, repeats=repeats, clock=clock,
-                    on_round=Steps("bench challenge: timing round", enabled=not quiet))
+                    on_round=_steps("bench challenge:", "timing rounds done", quiet))
     _print_rows(res["rows"], f"challenge: {neurons} neurons, {layers} layers, {connections} connections")
     out.print(f"check: {res['check']}")
     if json_out:
@@ -117,11 +123,10 @@ def bench_batch(
     number(density, "density", low=0, high=1, low_open=True)
     choice(clock, "clock", ("wall", "cpu"))
     batch_list, thread_list = ints(batches, "batches", min_value=1), ints(threads, "threads", min_value=1)
-    from ..runs.progress import Steps
     from ..studies.bench import batch_sweep
 
     rows = batch_sweep(n=n, density=density, batches=batch_list, threads=thread_list, clock=clock,
-                       on_round=Steps("bench batch: point", enabled=not quiet))
+                       on_round=_steps("bench batch:", "points measured", quiet))
     if rows:
         _notice_rounded([density], [rows[0]["density"]])
     _print_rows(rows, f"batch sweep at {n}x{n}, density {100 * density:g}%")

@@ -94,9 +94,10 @@ def run(argv: Optional[Sequence[str]] = None) -> int:
     args = [a for a in args if a != "--debug"]  # accepted anywhere on the line, not only before the command
     try:
         rc = app(args=args, prog_name="sparseforge", standalone_mode=False)
-        return rc if isinstance(rc, int) else 0  # a typer.Exit(code) inside a command comes back as its code
+        rc = rc if isinstance(rc, int) else 0  # a typer.Exit(code) inside a command comes back as its code
+        return _interrupted() if rc == 130 else rc  # typer >= 0.26 turns Ctrl-C into a silent Exit(130)
     except typer.Exit as e:
-        return int(e.exit_code or 0)
+        return _interrupted() if e.exit_code == 130 else int(e.exit_code or 0)
     except KeyboardInterrupt:
         return _interrupted()
     except Exception as e:  # noqa: BLE001 - this is the one error boundary of the command line

@@ -19,7 +19,32 @@ import typer
 from rich.table import Table
 
 from .console import err, out, typer_app
-from .parse import UserError, ints, output_dir
+from .parse import UserError, ints, output_dir, output_file
+
+
+def _journal(storage: Optional[str], flag: str = "storage", must_exist: bool = False) -> Optional[str]:
+    """``storage`` when it is a database URL, or a journal file path that is usable: not a directory, a text
+    file when it exists (``must_exist``: it must, as a worker joins a created search)."""
+    if storage is None or ("://" in storage and not storage.startswith("journal:")):
+        return storage
+    path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
+    if path.is_dir():
+        raise UserError(f"--{flag}: {str(path)!r} is a directory; give a journal file path or a database URL")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            head = b"\0"
+        if b"\0" in head:
+            raise UserError(f"--{flag}: {str(path)!r} is not a search journal (binary content)")
+    elif must_exist:
+        raise UserError(f"--{flag}: journal file {str(path)!r} does not exist; create the search first "
+                        "(sparseforge search create) or give its database URL")
+    else:
+        output_file(path, flag)
+    return storage
 
 
 def _trial_printer(quiet: bool, prefix: str = ""):
@@ -78,7 +103,7 @@ def register(app: typer.Typer) -> None:
         if epochs is not None:
             over["train"] = {"epochs": epochs}
         spec = load_spec(config, over)
-        sm = run_search(spec, run_dir, storage=storage, study=study, workers=workers, on_trial=_trial_printer(quiet))
+        sm = run_search(spec, run_dir, storage=_journal(storage), study=study, workers=workers, on_trial=_trial_printer(quiet))
         out.print(_summary_table(sm))
         b = sm["best"]
         if b:
@@ -99,7 +124,7 @@ def register(app: typer.Typer) -> None:
         from ..studies.search import load_spec, with_sampler
 
         spec = with_sampler(load_spec(config), sampler, seed)
-        s = create_search(spec, storage, study)
+        s = create_search(spec, _journal(storage), study)
         out.print(f"search {s.name!r} ready in {storage}: {spec.n_stages} stages, budgets "
                   f"{[st.trials for st in spec.stages]}")
 
@@ -115,7 +140,7 @@ def register(app: typer.Typer) -> None:
         from ..search import load_search, run_worker
 
         output_dir(run_dir, "run-dir")
-        s = load_search(storage, study)
+        s = load_search(_journal(storage, must_exist=True), study)
         rep = run_worker(s, run_dir=run_dir, worker_rank=rank, on_trial=_trial_printer(quiet))
         out.print(f"worker done: {len(rep.trials)} trials, {len(rep.recovered)} crashed trials recovered")
 
@@ -141,7 +166,7 @@ def register(app: typer.Typer) -> None:
             if "study" not in saved:
                 raise UserError(f"{meta} not found: give --study (and --storage for a database)")
             name = saved["study"]
-        s = load_search(storage or saved.get("storage") or default_storage(run_dir), name, wait_s=0)
+        s = load_search(_journal(storage or saved.get("storage")) or default_storage(run_dir), name, wait_s=0)
         sm = write_report(s, run_dir)
         out.print(_summary_table(sm))
         out.print(f"wrote {run_dir}/trials.csv, summary.json, pareto.png, report.md")

@@ -24,6 +24,8 @@ class Progress(Callback):
         stream: where to write; a bar is drawn only when it is a TTY (``bar=None``) or when ``bar=True``.
     """
 
+    shows_progress = True  # fit() adds no report of its own (and --quiet means quiet)
+
     def __init__(self, label: str = "", enabled: bool = True, *, stream: IO[str] | None = None,
                  bar: bool | None = None) -> None:
         self.label = label
