@@ -86,12 +86,23 @@ def _debug_wanted(argv: list[str]) -> bool:
     return "--debug" in argv or os.environ.get("SPARSEFORGE_DEBUG", "").strip().lower() not in ("", "0", "false", "no")
 
 
+_ARGS: list[str] = []
+
+
+def current_args() -> list[str]:
+    """The command line being run (without ``--debug``), e.g. for ``train --nproc`` to relaunch itself."""
+    return list(_ARGS)
+
+
 def run(argv: Optional[Sequence[str]] = None) -> int:
     """Run the command line on ``argv`` (default ``sys.argv[1:]``); returns the exit status:
     0 success, 1 internal error (a bug), 2 user error, 130 interrupted."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = _debug_wanted(args)
     args = [a for a in args if a != "--debug"]  # accepted anywhere on the line, not only before the command
+    _ARGS[:] = args
+    if debug:
+        os.environ["SPARSEFORGE_DEBUG"] = "1"  # processes this one starts (train --nproc) debug too
     try:
         rc = app(args=args, prog_name="sparseforge", standalone_mode=False)
         rc = rc if isinstance(rc, int) else 0  # a typer.Exit(code) inside a command comes back as its code

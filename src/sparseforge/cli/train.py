@@ -45,9 +45,11 @@ def _launch(nproc: int) -> int:
     import subprocess
     import sys
 
+    from .main import current_args
+
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise UserError("--nproc: already running under torchrun (WORLD_SIZE is set); drop --nproc")
-    args = sys.argv[1:]
+    args = current_args()
     keep, skip = [], False
     for a in args:
         if skip:
