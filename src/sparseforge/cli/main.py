@@ -38,7 +38,8 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        app(standalone_mode=False)
+        # not standalone, a command's typer.Exit(code) comes back as the return value, not as an exception
+        status = app(standalone_mode=False)
     except known as e:
         err.print(f"[red]error:[/red] {e}")
         sys.exit(2)
@@ -47,11 +48,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted; rerun the same command (with --resume for train) to continue")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except typer.TyperException as e:  # usage errors (typer's own click: no 'click' package to import)
+        if not hasattr(e, "show"):
+            raise
+        e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    if isinstance(status, int) and status:
+        sys.exit(status)
 
