@@ -26,11 +26,12 @@ _register_subcommands()
 def main() -> None:
     """Console entry point: user errors become one clear line and exit status 2."""
     from ..config import ConfigError
+    from ..errors import MissingExtra
     from ..topology import TopologyError
 
     from ..hardware import HardwareError
 
-    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError)
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError, MissingExtra)
     try:
         from ..data import DatasetUnavailable
 

@@ -55,6 +55,7 @@ import torch
 from pydantic import Field, field_validator, model_validator
 
 from .. import io
+from ..errors import require
 from ..config import ConfigError, TrainSpec, _Strict, parse, read_mapping
 from ..data import DATASETS, DataSplits, load_dataset
 from ..data.transforms import pca_reduce, top_variance_features
@@ -870,6 +871,7 @@ def _curves(ax, rows: Sequence[dict], x: str, y: str, group: str, *, scale: floa
 
 def _plain_log_ticks(axis) -> None:
     """Tick labels 5, 10, 20 instead of 5x10^0 on a log axis."""
+    require("matplotlib", "drawing figures")
     from matplotlib.ticker import FuncFormatter, LogLocator
 
     axis.set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))
@@ -1008,6 +1010,7 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
                           f"{steps_up} of {steps} steps.")
     verdict = dict(claim_supported=wins_any > budgets / 2, budgets=budgets, wins_any=wins_any, wins_widest=wins_widest,
                    separated=separated, rises=steps_up, steps=steps)
+    require("matplotlib", "drawing figures")
     from matplotlib.ticker import FuncFormatter
 
     fig, ax = subplots(figsize=(6.5, 4.2))

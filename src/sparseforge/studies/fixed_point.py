@@ -35,19 +35,17 @@ Library code: nothing here prints; progress goes to the ``notify`` callback.
 
 from __future__ import annotations
 
-import dataclasses
-import io as _io
 import json
 import re
-import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal
 
 import numpy as np
+from pydantic import Field, field_validator
 
 from .. import io
-from ..config import ConfigError
+from ..config import ConfigError, _Strict, parse
 from ..hardware import (
     FixedFormats,
     FixedMLP,
@@ -62,8 +60,8 @@ from ..hardware import (
     forward_float,
     junction_model,
     train_step_fixed,
-    train_step_float,
 )
+from ..hardware.train import float_twin, load_checkpoint, train_epochs
 from ..topology import NetworkTopology
 from ..topology.clash_free import design_clash_free
 
@@ -84,9 +82,9 @@ __all__ = [
 
 
 # ---------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class FixedStudyConfig:
-    """Settings of the fixed-point vs float study (defaults: the FPGA network, a few minutes on 1 core).
+class FixedStudyConfig(_Strict):
+    """Settings of the fixed-point vs float study, ``sparseforge hw fixed`` (YAML keys of the same names;
+    flags override). Defaults: the FPGA network, a few minutes on 1 core.
 
     Attributes:
         net, fan_out, z: the clash-free network (``N_net``, out-degree and parallelism per junction).
@@ -106,25 +104,35 @@ class FixedStudyConfig:
         float_baseline: also train the float64 twin.
     """
 
-    net: tuple[int, ...] = (1024, 64, 32)
-    fan_out: tuple[int, ...] = (4, 16)
-    z: tuple[int, ...] = (128, 32)
-    interleaver: int = 1
+
+    net: tuple[int, ...] = Field(default=(1024, 64, 32), min_length=2)
+    fan_out: tuple[int, ...] = Field(default=(4, 16), min_length=1)
+    z: tuple[int, ...] = Field(default=(128, 32), min_length=1)
+    interleaver: Literal[1, 2, 3] = 1
     dither: bool = False
     seed: int = 0
     dataset: str = "mnist"
     data_root: str | None = None
-    limit: int | None = 10000
-    test_limit: int | None = None
-    epochs: int = 3
-    batch_size: int = 1
-    lr_shift: int = 3
-    word_bits: tuple[int, ...] = (8, 10, 12, 16)
-    int_bits: tuple[int, ...] = (2, 3)
-    input_bits: int = 8
+    limit: int | None = Field(default=10000, ge=1, description="training samples (None: all)")
+    test_limit: int | None = Field(default=None, ge=1, description="test samples (None: all)")
+    epochs: int = Field(default=3, ge=1)
+    batch_size: int = Field(default=1, ge=1, description="1 = online updates, as the hardware")
+    lr_shift: int = Field(default=3, ge=0, le=30, description="learning rate 2**-lr_shift")
+    word_bits: tuple[int, ...] = Field(default=(8, 10, 12, 16), description="fixed-point word lengths to train")
+    int_bits: tuple[int, ...] = Field(default=(2, 3), min_length=1, description="integer bits (sign excluded) to sweep")
+    input_bits: int = Field(default=8, ge=1, le=16)
     rounding: Literal["nearest", "stochastic"] = "nearest"
     hidden: Literal["sigmoid", "relu"] = "sigmoid"
     float_baseline: bool = True
+
+    @field_validator("word_bits", "int_bits")
+    @classmethod
+    def _distinct(cls, v: tuple[int, ...]) -> tuple[int, ...]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"values must be distinct, got {v}")
+        if any(b < 0 for b in v):
+            raise ValueError(f"bit counts must be >= 0, got {v}")
+        return v
 
     def words(self) -> list[tuple[int, int]]:
         """The fixed-point runs: ``(word_bits, int_bits)`` for every combination, by int bits then length."""
@@ -267,40 +275,6 @@ def initial_weights(topo: NetworkTopology, seed: int) -> list[np.ndarray]:
     return out
 
 
-def _float_net(fixed: FixedMLP, weights: Sequence[np.ndarray], hidden: str) -> FloatMLP:
-    return FloatMLP(fixed.plans, tuple(np.asarray(w, dtype=np.float64) for w in weights),
-                    tuple(np.zeros(p.pattern.n_out) for p in fixed.plans), hidden)  # type: ignore[arg-type]
-
-
-def _predict(net: FixedMLP | FloatMLP, x: np.ndarray, n_classes: int, rng, chunk: int = 1000) -> np.ndarray:
-    """Class decisions: argmax over the first ``n_classes`` outputs (ties: the lowest class, like a
-    comparator chain); fixed point compares the output codes."""
-    out = []
-    for i in range(0, len(x), chunk):
-        xb = x[i : i + chunk]
-        o = forward_fixed(net, xb, rng=rng).acts[-1] if isinstance(net, FixedMLP) else forward_float(net, xb)[0][-1]
-        out.append(np.argmax(o[:, :n_classes], axis=1))
-    return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
-
-
-def _save_checkpoint(path: Path, net: FixedMLP | FloatMLP, history: list[dict]) -> None:
-    arrays = {f"w{j}": w for j, w in enumerate(net.weights)}
-    arrays.update({f"b{j}": b for j, b in enumerate(net.biases)})
-    buf = _io.BytesIO()
-    np.savez(buf, history=np.array(json.dumps(history)), **arrays)
-    with io.atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
-def _load_checkpoint(path: Path, like: FixedMLP | FloatMLP) -> tuple[FixedMLP | FloatMLP, list[dict]]:
-    with np.load(path) as z:
-        J = len(like.weights)
-        ws = tuple(z[f"w{j}"] for j in range(J))
-        bs = tuple(z[f"b{j}"] for j in range(J))
-        history = json.loads(str(z["history"]))
-    return dataclasses.replace(like, weights=ws, biases=bs), history
-
-
 # ------------------------------------------------------------------------------------------------ runs
 def _train_run(
     cfg: FixedStudyConfig,
@@ -320,57 +294,20 @@ def _train_run(
     ws = initial_weights(topo, cfg.seed)
     if word is None:
         fmt_net = fixed_from_float(topo, ws, None, FixedFormats(hidden=cfg.hidden))
-        net: FixedMLP | FloatMLP = _float_net(fmt_net, ws, cfg.hidden)
+        net: FixedMLP | FloatMLP = float_twin(fmt_net, ws, cfg.hidden)
         formats = None
     else:
         formats = study_formats(cfg, word)
         net = fixed_from_float(topo, ws, None, formats)
-    ckpt = sub / "checkpoint.npz"
-    history: list[dict] = []
-    if ckpt.exists():
-        net, history = _load_checkpoint(ckpt, net)
-    eval_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(3,)))
-    lr = 2.0 ** -cfg.lr_shift
-    edges = [int(p.valid.sum()) for p in net.plans]
     base = dict(label=label, arithmetic="float" if word is None else "fixed", word_bits=None if word is None else word[0],
                 int_bits=None if formats is None else formats.weight.int_bits,
                 frac_bits=None if formats is None else formats.weight.frac_bits,
                 rounding=None if formats is None else cfg.rounding, lr_shift=cfg.lr_shift)
-
-    def evaluate(epoch: int, **extra) -> dict:
-        pred = _predict(net, data.x_test, data.n_classes, eval_rng)
-        return dict(base, epoch=epoch, test_acc=float(np.mean(pred == data.y_test)) if len(pred) else float("nan"),
-                    **extra)
-
-    if not history:
-        history.append(evaluate(0, train_loss=None, saturated=0, weights_changed=None, epoch_time_s=0.0))
-        _save_checkpoint(ckpt, net, history)
-    n, B = len(data.y_train), cfg.batch_size
-    for epoch in range(len(history), cfg.epochs + 1):
-        order = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(1, epoch))).permutation(n)
-        rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(2, epoch)))
-        before = net.weights
-        t0 = time.perf_counter()
-        loss = 0.0
-        sat = 0
-        for i in range(0, n, B):
-            idx = order[i : i + B]
-            if word is None:
-                net, st = train_step_float(net, data.x_train[idx], data.y_train[idx], lr=lr)  # type: ignore[arg-type]
-            else:
-                net, st = train_step_fixed(net, data.x_train[idx], data.y_train[idx], lr_shift=cfg.lr_shift,  # type: ignore[arg-type]
-                                           rng=rng)
-            loss += st.loss * st.batch
-            sat += st.saturated
-        dt = time.perf_counter() - t0
-        changed = sum(int(np.count_nonzero((a != b) & p.valid)) for a, b, p in zip(before, net.weights, net.plans))
-        row = evaluate(epoch, train_loss=loss / max(n, 1), saturated=sat, weights_changed=changed / sum(edges),
-                       epoch_time_s=dt)
-        history.append(row)
-        _save_checkpoint(ckpt, net, history)
-        if notify:
-            notify(label, row)
-    io.write_json(result, {"label": label, "word": word, "config": dataclasses.asdict(cfg),
+    history = train_epochs(net, data.x_train, data.y_train, data.x_test, data.y_test, n_classes=data.n_classes,
+                           epochs=cfg.epochs, batch_size=cfg.batch_size, lr_shift=cfg.lr_shift, seed=cfg.seed,
+                           checkpoint=sub / "checkpoint.npz", row=base,
+                           notify=(lambda row: notify(label, row)) if notify else None)
+    io.write_json(result, {"label": label, "word": word, "config": cfg.model_dump(mode="json"),
                            "history": history})
     return history
 
@@ -379,14 +316,14 @@ def _check_run_dir(cfg: FixedStudyConfig, run_dir: Path) -> None:
     path = run_dir / "config.json"
     if path.exists():
         old = json.loads(path.read_text())
-        new = json.loads(json.dumps(dataclasses.asdict(cfg)))
+        new = cfg.model_dump(mode="json")
         diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in _RUN_KEYS if old.get(k) != new[k]]
         if diff:
             raise ConfigError(
                 f"run directory {run_dir} holds a study with other settings ({'; '.join(diff)}); "
                 "use another --run-dir (only word_bits, int_bits, epochs and float_baseline may change on resume)"
             )
-    io.write_json(path, cfg)
+    io.write_json(path, cfg.model_dump(mode="json"))
 
 
 def run_fixed_study(
@@ -443,10 +380,8 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
     if not cfg_path.exists() or not ckpt.exists():
         raise HardwareError(f"{sub} is not a sub-run of a fixed-point study (needs {cfg_path} and {ckpt})")
     raw = json.loads(cfg_path.read_text())
-    kw = {f.name: raw[f.name] for f in dataclasses.fields(FixedStudyConfig) if f.name in raw}
-    for k in ("net", "fan_out", "z", "word_bits", "int_bits"):
-        kw[k] = tuple(kw[k]) if isinstance(kw[k], (list, tuple)) else (kw[k],)
-    cfg = FixedStudyConfig(**kw)
+    cfg = parse(FixedStudyConfig, {k: v for k, v in raw.items() if k in FixedStudyConfig.model_fields},
+                where=f"{cfg_path}: ")
     result = sub / "result.json"
     word = json.loads(result.read_text()).get("word") if result.exists() else None
     if word is None:
@@ -456,7 +391,7 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
         word = (int(m.group(1)), int(m.group(2)))
     topo = build_topology(cfg)
     net = fixed_from_float(topo, initial_weights(topo, cfg.seed), None, study_formats(cfg, tuple(word)))
-    net, _ = _load_checkpoint(ckpt, net)
+    net, _ = load_checkpoint(ckpt, net)
     return net, cfg, cfg.z  # type: ignore[return-value]
 
 

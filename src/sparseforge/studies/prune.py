@@ -24,16 +24,18 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
+from pydantic import Field, field_validator, model_validator
 from torch import nn
 
 from .. import io
-from ..data import DataSplits, load_dataset
-from ..nn import SparseMLP, lenet5, lenet_300_100
+from ..config import DataSpec, _Strict
+from ..data import DataSplits
+from ..nn import SparseMLP
+from ..nn.zoo import build_model as zoo_model
 from ..prune import (Constant, Cubic, Linear, Piecewise, Pruner, Schedule, apply_masks, extract_masks,
                      layer_sparsity, mask_topology, masked_layers, prune_once, to_sparse)
 from ..train import Callback, TrainConfig, evaluate, fit
@@ -45,25 +47,39 @@ PARTS = ("sweep", "retrain", "bench")
 
 
 # ---------------------------------------------------------------------------------------------- config
-@dataclass(frozen=True)
-class ScheduleShape:
-    """The shape of the iterative schedule; its final sparsity is each target of the sweep.
+def _check_fractions(values: list[float], what: str) -> list[float]:
+    for v in values:
+        if not 0.0 < v < 1.0:
+            raise ValueError(f"each {what} must be a fraction in (0, 1) (e.g. 0.9 for 90%), got {v}")
+    return values
 
-    Attributes:
-        kind: "cubic" (Zhu & Gupta), "linear", "constant" (everything at ``start_epoch``) or "piecewise".
-        initial: sparsity at ``start_epoch`` (cubic/linear).
-        start_epoch, end_epoch: the ramp, in (fractional) epochs of the pruning run; ``end_epoch`` None =
-            two thirds of the fine-tuning epochs (the last third retrains at the final sparsity).
-        every: prune every this many optimizer steps; None = about 30 prunings over the ramp.
-        points: piecewise only: ``(epoch, fraction of the target)`` pairs, both non-decreasing.
-    """
 
-    kind: str = "cubic"
-    initial: float = 0.0
-    start_epoch: float = 0.0
-    end_epoch: float | None = None
-    every: int | None = None
-    points: tuple[tuple[float, float], ...] = ()
+class ScheduleSpec(_Strict):
+    """Shape of the iterative schedule; its final sparsity is each target of the sweep."""
+
+    kind: Literal["cubic", "linear", "constant", "piecewise"] = "cubic"
+    initial: float = Field(default=0.0, ge=0, lt=1, description="sparsity when pruning starts")
+    start_epoch: float = Field(default=0.0, ge=0)
+    end_epoch: Optional[float] = Field(default=None, gt=0, description="None: 2/3 of the fine-tuning epochs")
+    every: Optional[int] = Field(default=None, ge=1, description="prune every this many steps (None: ~30 prunings)")
+    points: list[tuple[float, float]] = Field(default_factory=list,
+                                              description="piecewise: [epoch, fraction of the target] pairs")
+
+    @model_validator(mode="after")
+    def _shape(self) -> ScheduleSpec:
+        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
+            raise ValueError(f"end_epoch={self.end_epoch} must be >= start_epoch={self.start_epoch}")
+        if self.kind == "piecewise":
+            if not self.points:
+                raise ValueError("kind piecewise needs points: [[epoch, fraction of target], ...]")
+            for (e0, f0), (e1, f1) in zip(self.points[:-1], self.points[1:]):
+                if e1 <= e0 or f1 < f0:
+                    raise ValueError(f"points ({e0}, {f0}) -> ({e1}, {f1}): epochs must increase and "
+                                     "fractions must not decrease (a sparsity schedule is monotone)")
+            for e, f in self.points:
+                if e < 0 or not 0 <= f <= 1:
+                    raise ValueError(f"point ({e}, {f}): epoch must be >= 0 and fraction in [0, 1]")
+        return self
 
     def build(self, target: float, steps_per_epoch: int, epochs: int) -> Schedule:
         """The schedule in optimizer steps for a run of ``epochs`` epochs reaching ``target``."""
@@ -77,73 +93,86 @@ class ScheduleShape:
             return Linear(initial=min(self.initial, target), target=target, start=start, end=end, every=every)
         if self.kind == "constant":
             return Constant(sparsity=target, start=start)
-        if self.kind == "piecewise":
-            return Piecewise(tuple((int(round(e * steps_per_epoch)), f * target) for e, f in self.points))
-        raise ValueError(f"schedule kind={self.kind!r}: choose cubic, linear, constant or piecewise")
+        return Piecewise(tuple((int(round(e * steps_per_epoch)), f * target) for e, f in self.points))
 
 
-@dataclass(frozen=True)
-class PruneStudyConfig:
-    """Settings of ``sparseforge prune`` (validated by the CLI's config model before they get here).
+class PretrainSpec(_Strict):
+    epochs: int = Field(default=8, ge=1)
+    batch_size: int = Field(default=128, ge=1)
+    lr: float = Field(default=1e-3, gt=0)
 
-    Attributes:
-        model: "lenet300" (LeNet-300-100) or "lenet5" (Caffe LeNet, conv 20/50, FC 500).
-        dataset, data_root, limit, data_seed, val_size: the data (``limit`` samples per split; None = all).
-        epochs, batch_size, lr: dense pre-training (Adam, cosine-decayed lr).
-        finetune_epochs, finetune_lr: every pruned run (one-shot fine-tuning, or the iterative run).
-        sparsities: targets of the sweep; methods: which of "one-shot", "iterative".
-        scope: "layer" (each layer pruned to the target) or "global" (one magnitude ranking).
-        schedule: shape of the iterative schedule.
-        curve_points: accuracy samples per epoch recorded during iterative runs (0 = per epoch only).
-        retrain_sparsities, retrain_seeds, retrain_epochs (None = ``epochs``), retrain_from (method
-            whose structure is reused), random_control (also retrain random structures).
-        bench_batches, bench_repeats, bench_threads: the speed benchmark.
-        seed: seed of the dense model and of all shuffling.
-        parts: which of "sweep", "retrain", "bench" to run.
-    """
 
-    model: str = "lenet300"
-    dataset: str = "mnist"
-    data_root: str | None = None
-    limit: int | None = None
-    data_seed: int = 0
-    val_size: int | float | None = None
-    epochs: int = 8
-    batch_size: int = 128
-    lr: float = 1e-3
-    finetune_epochs: int = 6
-    finetune_lr: float = 1e-3
-    sparsities: tuple[float, ...] = (0.5, 0.75, 0.9, 0.95, 0.99)
-    methods: tuple[str, ...] = METHODS
-    scope: str = "layer"
-    schedule: ScheduleShape = field(default_factory=ScheduleShape)
-    curve_points: int = 4
-    retrain_sparsities: tuple[float, ...] = (0.9, 0.95, 0.99)
-    retrain_seeds: tuple[int, ...] = (1, 2, 3)
-    retrain_epochs: int | None = None
-    retrain_from: str = "iterative"
+class PruneSection(_Strict):
+    sparsities: list[float] = Field(default=[0.5, 0.75, 0.9, 0.95, 0.99], min_length=1)
+    methods: list[Literal["one-shot", "iterative"]] = Field(default=["one-shot", "iterative"], min_length=1)
+    scope: Literal["layer", "global"] = "layer"
+    finetune_epochs: int = Field(default=6, ge=1)
+    finetune_lr: float = Field(default=1e-3, gt=0)
+    schedule: ScheduleSpec = ScheduleSpec()
+    curve_points: int = Field(default=4, ge=0, description="accuracy samples per epoch in iterative runs")
+
+    @field_validator("sparsities")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        return _check_fractions(v, "sparsity")
+
+
+class RetrainSection(_Strict):
+    sparsities: list[float] = Field(default=[0.9, 0.95, 0.99])
+    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
+    epochs: Optional[int] = Field(default=None, ge=1, description="None: the pre-training epochs")
+    from_method: Literal["one-shot", "iterative"] = "iterative"
     random_control: bool = True
-    bench_batches: tuple[int, ...] = (1, 64, 256)
-    bench_repeats: int = 30
-    bench_threads: int = 1
+
+    @field_validator("sparsities")
+    @classmethod
+    def _fractions(cls, v: list[float]) -> list[float]:
+        return _check_fractions(v, "sparsity")
+
+
+class BenchSection(_Strict):
+    batches: list[int] = Field(default=[1, 64, 256], min_length=1)
+    repeats: int = Field(default=30, ge=1)
+    threads: int = Field(default=1, ge=1)
+
+    @field_validator("batches")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"batch sizes must be >= 1, got {v}")
+        return v
+
+
+class PruneSpec(_Strict):
+    """Everything ``sparseforge prune`` needs (YAML sections of the same names)."""
+
+    model: Literal["lenet300", "lenet5"] = "lenet300"
+    data: DataSpec = DataSpec()
+    pretrain: PretrainSpec = PretrainSpec()
+    prune: PruneSection = PruneSection()
+    retrain: RetrainSection = RetrainSection()
+    bench: BenchSection = BenchSection()
+    parts: list[Literal["sweep", "retrain", "bench"]] = Field(default=["sweep", "retrain", "bench"], min_length=1)
     seed: int = 0
-    parts: tuple[str, ...] = PARTS
+    threads: Optional[int] = Field(default=1, ge=1, description="torch intra-op threads for training")
 
     def load_data(self) -> DataSplits:
-        return load_dataset(self.dataset, root=self.data_root, seed=self.data_seed, limit=self.limit,
-                            val_size=self.val_size)
+        return self.data.load()
 
     def pretrain_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
-                           lr_schedule="cosine")
+        """Dense pre-training (Adam, cosine-decayed lr)."""
+        p = self.pretrain
+        return TrainConfig(epochs=p.epochs, batch_size=p.batch_size, lr=p.lr, seed=self.seed, lr_schedule="cosine")
 
     def finetune_config(self) -> TrainConfig:
-        return TrainConfig(epochs=self.finetune_epochs, batch_size=self.batch_size, lr=self.finetune_lr,
-                           seed=self.seed, lr_schedule="cosine")
+        """Every pruned run (one-shot fine-tuning, or the iterative run)."""
+        return TrainConfig(epochs=self.prune.finetune_epochs, batch_size=self.pretrain.batch_size,
+                           lr=self.prune.finetune_lr, seed=self.seed, lr_schedule="cosine")
 
     def retrain_config(self, seed: int) -> TrainConfig:
-        return TrainConfig(epochs=self.retrain_epochs or self.epochs, batch_size=self.batch_size, lr=self.lr,
-                           seed=seed, lr_schedule="cosine")
+        """Retraining a pruned structure from scratch with initialisation ``seed``."""
+        return TrainConfig(epochs=self.retrain.epochs or self.pretrain.epochs, batch_size=self.pretrain.batch_size,
+                           lr=self.pretrain.lr, seed=seed, lr_schedule="cosine")
 
 
 CallbacksFor = Callable[[str], Sequence[Callback]]
@@ -159,17 +188,9 @@ def _quiet(label: str, row: dict) -> None:
 
 
 # ---------------------------------------------------------------------------------------------- models
-def build_model(name: str, data: DataSplits) -> nn.Sequential:
-    """The dense architecture ``name`` sized for ``data`` (input features/shape, number of classes)."""
-    if name == "lenet300":
-        return lenet_300_100(n_in=data.n_features, n_classes=data.n_classes)
-    if name == "lenet5":
-        shape = data.sample_shape
-        if len(shape) != 3 or shape[1] != shape[2] or shape[1] < 16:
-            raise ValueError(f"lenet5 needs square images of side >= 16 as [channels, side, side]; "
-                             f"dataset {data.name} has samples of shape {shape}")
-        return lenet5(in_channels=shape[0], n_classes=data.n_classes, image_size=shape[1])
-    raise ValueError(f"model={name!r}: choose one of {MODELS}")
+def build_model(name: str, data: DataSplits) -> nn.Module:
+    """The dense architecture ``name`` (one of :data:`MODELS`) sized for ``data``."""
+    return zoo_model(name, data.sample_shape, data.n_classes)
 
 
 def _label(method: str, s: float) -> str:
@@ -181,11 +202,11 @@ def _done(sub: Path) -> dict | None:
     return json.loads(f.read_text()) if f.exists() else None
 
 
-def _steps_per_epoch(cfg: PruneStudyConfig, data: DataSplits) -> int:
-    return math.ceil(len(data.train) / cfg.batch_size)
+def _steps_per_epoch(cfg: PruneSpec, data: DataSplits) -> int:
+    return math.ceil(len(data.train) / cfg.pretrain.batch_size)
 
 
-def dense_model(cfg: PruneStudyConfig, data: DataSplits, run_dir: Path,
+def dense_model(cfg: PruneSpec, data: DataSplits, run_dir: Path,
                 callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> tuple[nn.Module, dict]:
     """The trained dense model of the study (trains it in ``run_dir/dense`` the first time)."""
     sub = run_dir / "dense"
@@ -205,7 +226,7 @@ def dense_model(cfg: PruneStudyConfig, data: DataSplits, run_dir: Path,
     return model, done["row"]
 
 
-def _masked_model(cfg: PruneStudyConfig, data: DataSplits, sub: Path) -> nn.Module:
+def _masked_model(cfg: PruneSpec, data: DataSplits, sub: Path) -> nn.Module:
     """Rebuild a pruned sub-run's model (masked layers with its trained weights and masks)."""
     model = build_model(cfg.model, data)
     state = torch.load(sub / "model.pt", weights_only=True)
@@ -216,7 +237,7 @@ def _masked_model(cfg: PruneStudyConfig, data: DataSplits, sub: Path) -> nn.Modu
 
 
 # ---------------------------------------------------------------------------------------------- sweep
-def run_sweep(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | None = None,
+def run_sweep(cfg: PruneSpec, run_dir: str | Path, *, data: DataSplits | None = None,
               callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> tuple[list[dict], list[dict]]:
     """One-shot vs iterative pruning at every target sparsity; returns ``(rows, layer_rows)``.
 
@@ -230,8 +251,8 @@ def run_sweep(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
     dense, dense_row = dense_model(cfg, data, run_dir, callbacks_for, notify)
     dense_state = {k: v.clone() for k, v in dense.state_dict().items()}
     rows, layer_rows = [dense_row], []
-    for s in cfg.sparsities:
-        for method in cfg.methods:
+    for s in cfg.prune.sparsities:
+        for method in cfg.prune.methods:
             done = pruned_run(cfg, data, run_dir, method, s, dense_state=dense_state,
                               callbacks_for=callbacks_for, notify=notify)
             rows.append(done["row"])
@@ -239,15 +260,15 @@ def run_sweep(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
     io.write_csv(run_dir / "sweep.csv", rows)
     io.write_csv(run_dir / "layers.csv", layer_rows)
     plot_sweep(rows, run_dir / "figures" / "accuracy_vs_sparsity.png",
-               title=f"{cfg.model} on {data.name}: one-shot vs iterative ({cfg.scope} magnitude)")
-    for s in cfg.sparsities:
+               title=f"{cfg.model} on {data.name}: one-shot vs iterative ({cfg.prune.scope} magnitude)")
+    for s in cfg.prune.sparsities:
         sub = run_dir / _label("iterative", s)
         if (sub / "result.json").exists():
             plot_iterative(json.loads((sub / "result.json").read_text()), run_dir / "figures" / f"iterative_s{100 * s:g}.png")
     return rows, layer_rows
 
 
-def pruned_run(cfg: PruneStudyConfig, data: DataSplits, run_dir: Path, method: str, s: float, *,
+def pruned_run(cfg: PruneSpec, data: DataSplits, run_dir: Path, method: str, s: float, *,
                dense_state: dict | None = None, callbacks_for: CallbacksFor = _no_callbacks,
                notify: Notify = _quiet) -> dict:
     """The sub-run ``<method>_s<percent>``: its stored result, or run it now (from the dense model)."""
@@ -263,7 +284,7 @@ def pruned_run(cfg: PruneStudyConfig, data: DataSplits, run_dir: Path, method: s
     return done
 
 
-def _pruned_train(cfg: PruneStudyConfig, data: DataSplits, dense_state: dict, method: str, s: float, sub: Path,
+def _pruned_train(cfg: PruneSpec, data: DataSplits, dense_state: dict, method: str, s: float, sub: Path,
                   callbacks: Sequence[Callback]) -> dict:
     spe = _steps_per_epoch(cfg, data)
     model = build_model(cfg.model, data)
@@ -272,14 +293,14 @@ def _pruned_train(cfg: PruneStudyConfig, data: DataSplits, dense_state: dict, me
     pruner = None
     thresholds: dict[str, float] = {}
     if method == "one-shot":
-        result = prune_once(model, s, scope=cfg.scope)
+        result = prune_once(model, s, scope=cfg.prune.scope)
         thresholds = result.threshold
         _, acc_after_prune = evaluate(model, data.test)
         cbs = list(callbacks)
     elif method == "iterative":
-        schedule = cfg.schedule.build(s, spe, cfg.finetune_epochs)
-        eval_every = max(1, spe // cfg.curve_points) if cfg.curve_points else None
-        pruner = Pruner(model, schedule, scope=cfg.scope, eval_every=eval_every)
+        schedule = cfg.prune.schedule.build(s, spe, cfg.prune.finetune_epochs)
+        eval_every = max(1, spe // cfg.prune.curve_points) if cfg.prune.curve_points else None
+        pruner = Pruner(model, schedule, scope=cfg.prune.scope, eval_every=eval_every)
         cbs = [pruner, *callbacks]
     else:
         raise ValueError(f"method={method!r}: choose one of {METHODS}")
@@ -318,7 +339,7 @@ def _random_masks(masks: dict[str, torch.Tensor], seed: int) -> dict[str, torch.
     return out
 
 
-def run_retrain(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | None = None,
+def run_retrain(cfg: PruneSpec, run_dir: str | Path, *, data: DataSplits | None = None,
                 callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> list[dict]:
     """Train from scratch on the pruned structure (and on random structures) with several seeds.
 
@@ -329,15 +350,15 @@ def run_retrain(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits 
     run_dir = Path(run_dir)
     data = data or cfg.load_data()
     rows = []
-    for s in cfg.retrain_sparsities:
-        pruned_run(cfg, data, run_dir, cfg.retrain_from, s, callbacks_for=callbacks_for, notify=notify)
-        src = run_dir / _label(cfg.retrain_from, s)
+    for s in cfg.retrain.sparsities:
+        pruned_run(cfg, data, run_dir, cfg.retrain.from_method, s, callbacks_for=callbacks_for, notify=notify)
+        src = run_dir / _label(cfg.retrain.from_method, s)
         masks = extract_masks(_masked_model(cfg, data, src))
         structures = [("pruned", masks)]
-        if cfg.random_control:
+        if cfg.retrain.random_control:
             structures.append(("random", _random_masks(masks, seed=cfg.seed + 7919)))
         for kind, mk in structures:
-            for seed in cfg.retrain_seeds:
+            for seed in cfg.retrain.seeds:
                 label = f"retrain_{kind}_s{100 * s:g}_seed{seed}"
                 sub = run_dir / label
                 done = _done(sub)
@@ -353,7 +374,7 @@ def run_retrain(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits 
     return rows
 
 
-def _retrain_run(cfg: PruneStudyConfig, data: DataSplits, masks: dict[str, torch.Tensor], seed: int, sub: Path,
+def _retrain_run(cfg: PruneSpec, data: DataSplits, masks: dict[str, torch.Tensor], seed: int, sub: Path,
                  callbacks: Sequence[Callback]) -> dict:
     if cfg.model == "lenet300":
         topology = mask_topology(apply_masks(build_model(cfg.model, data), masks))
@@ -459,7 +480,7 @@ def bench_models(dense: nn.Module, pruned: nn.Module, batches: Sequence[int], *,
         torch.set_num_threads(prev)
 
 
-def run_bench(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | None = None,
+def run_bench(cfg: PruneSpec, run_dir: str | Path, *, data: DataSplits | None = None,
               callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> list[dict]:
     """Speed of the pruned model converted to sparse layers vs the dense model, per sparsity and batch.
 
@@ -471,32 +492,32 @@ def run_bench(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
     data = data or cfg.load_data()
     dense, _ = dense_model(cfg, data, run_dir, callbacks_for, notify)
     rows = []
-    for s in cfg.sparsities:
+    for s in cfg.prune.sparsities:
         src = next((run_dir / _label(m, s) for m in ("iterative", "one-shot") if _done(run_dir / _label(m, s))), None)
         if src is not None:
             pruned = _masked_model(cfg, data, src)
         else:
             pruned = copy.deepcopy(dense)
-            prune_once(pruned, s, scope=cfg.scope)
+            prune_once(pruned, s, scope=cfg.prune.scope)
         sp = to_sparse(pruned)
         for backend, context in kernel_backends():
             with context():
-                timing = bench_models(dense, pruned, cfg.bench_batches, sample_shape=data.sample_shape,
-                                      repeats=cfg.bench_repeats, threads=cfg.bench_threads)
+                timing = bench_models(dense, pruned, cfg.bench.batches, sample_shape=data.sample_shape,
+                                      repeats=cfg.bench.repeats, threads=cfg.bench.threads)
             for t in timing:
                 row = dict(target=s, sparsity=layer_sparsity(pruned)[-1]["sparsity"], backend=backend,
                            source=src.name if src else "one-shot (no fine-tuning)", params=sp.num_parameters(),
-                           dense_params=sum(p.numel() for p in dense.parameters()), threads=cfg.bench_threads, **t)
+                           dense_params=sum(p.numel() for p in dense.parameters()), threads=cfg.bench.threads, **t)
                 rows.append(row)
                 notify(f"bench s{100 * s:g} {backend} batch {t['batch']}", row)
     io.write_csv(run_dir / "bench.csv", rows)
     plot_bench(rows, run_dir / "figures" / "speedup.png",
-               title=f"{cfg.model}: sparse (converted) vs dense, {cfg.bench_threads} thread(s)")
+               title=f"{cfg.model}: sparse (converted) vs dense, {cfg.bench.threads} thread(s)")
     return rows
 
 
 # ---------------------------------------------------------------------------------------------- all
-def run_study(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | None = None,
+def run_study(cfg: PruneSpec, run_dir: str | Path, *, data: DataSplits | None = None,
               callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> dict[str, list[dict]]:
     """The parts in ``cfg.parts`` in order, then ``report.md``; returns ``{part: rows}`` (+ ``layers``)."""
     run_dir = Path(run_dir)
@@ -504,7 +525,7 @@ def run_study(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
         if p not in PARTS:
             raise ValueError(f"part {p!r}: choose from {PARTS}")
     data = data or cfg.load_data()
-    io.write_json(run_dir / "config.json", asdict(cfg))
+    io.write_json(run_dir / "config.json", cfg.model_dump(mode="json"))
     out: dict[str, list[dict]] = {}
     kw = dict(data=data, callbacks_for=callbacks_for, notify=notify)
     if "sweep" in cfg.parts:
@@ -626,16 +647,16 @@ def _pct(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None else f"{100 * v:.{digits}f}%"
 
 
-def report_markdown(cfg: PruneStudyConfig, out: dict[str, list[dict]], dataset: str) -> str:
+def report_markdown(cfg: PruneSpec, out: dict[str, list[dict]], dataset: str) -> str:
     lines = [
         f"# Pruning study: {cfg.model} on {dataset}",
         "",
-        f"Dense model trained {cfg.epochs} epochs (Adam, lr {cfg.lr:g} cosine, batch {cfg.batch_size}, seed "
-        f"{cfg.seed}); every pruned run then trains {cfg.finetune_epochs} epochs (lr {cfg.finetune_lr:g} cosine) "
-        f"from the dense weights. Magnitude pruning, scope `{cfg.scope}`; iterative schedule "
-        f"`{cfg.schedule.kind}` (ramp {cfg.schedule.start_epoch:g} -> "
-        f"{cfg.schedule.end_epoch if cfg.schedule.end_epoch is not None else round(2 * cfg.finetune_epochs / 3, 2)} "
-        f"epochs). Data limit per split: {cfg.limit or 'none (full)'}.",
+        f"Dense model trained {cfg.pretrain.epochs} epochs (Adam, lr {cfg.pretrain.lr:g} cosine, batch {cfg.pretrain.batch_size}, seed "
+        f"{cfg.seed}); every pruned run then trains {cfg.prune.finetune_epochs} epochs (lr {cfg.prune.finetune_lr:g} cosine) "
+        f"from the dense weights. Magnitude pruning, scope `{cfg.prune.scope}`; iterative schedule "
+        f"`{cfg.prune.schedule.kind}` (ramp {cfg.prune.schedule.start_epoch:g} -> "
+        f"{cfg.prune.schedule.end_epoch if cfg.prune.schedule.end_epoch is not None else round(2 * cfg.prune.finetune_epochs / 3, 2)} "
+        f"epochs). Data limit per split: {cfg.data.limit or 'none (full)'}.",
         "",
     ]
     if "sweep" in out:
@@ -662,14 +683,14 @@ def report_markdown(cfg: PruneStudyConfig, out: dict[str, list[dict]], dataset: 
                 lines.append(f"| {r['method']} | {100 * r['target']:g}% | {r['layer']} | {r['kind']} | {r['shape']} | "
                              f"{r['kept']:,} | {_pct(r['sparsity'])} | {thr} |")
             lines.append("")
-        figs = [f"figures/iterative_s{100 * s:g}.png" for s in cfg.sparsities if "iterative" in cfg.methods]
+        figs = [f"figures/iterative_s{100 * s:g}.png" for s in cfg.prune.sparsities if "iterative" in cfg.prune.methods]
         if figs:
             lines += ["### Iterative pruning over time (sparsity, threshold, accuracy)", ""]
             lines += [f"![{f}]({f})" for f in figs] + [""]
     if "retrain" in out:
         lines += ["## Retraining the pruned structure from scratch (test accuracy across seeds)", "",
-                  f"Structure of the `{cfg.retrain_from}` runs; new random initialisations, seeds "
-                  f"{list(cfg.retrain_seeds)}, {cfg.retrain_epochs or cfg.epochs} epochs. `random`: same kept count "
+                  f"Structure of the `{cfg.retrain.from_method}` runs; new random initialisations, seeds "
+                  f"{list(cfg.retrain.seeds)}, {cfg.retrain.epochs or cfg.pretrain.epochs} epochs. `random`: same kept count "
                   "per layer at random positions.", "",
                   "| structure | target | seeds | mean | std | min | max |", "|---|---:|---:|---:|---:|---:|---:|"]
         for r in retrain_summary(out["retrain"]):
@@ -678,7 +699,7 @@ def report_markdown(cfg: PruneStudyConfig, out: dict[str, list[dict]], dataset: 
         lines += ["", "![retrain curves](figures/retrain_curves.png)", ""]
     if "bench" in out:
         lines += ["## Speed: pruned model converted to SparseLinear vs dense", "",
-                  f"{cfg.bench_threads} torch thread(s); best of {cfg.bench_repeats} runs; ratio = best dense "
+                  f"{cfg.bench.threads} torch thread(s); best of {cfg.bench.repeats} runs; ratio = best dense "
                   "(nn.Linear or feature-major GEMM) / sparse.", "",
                   "| sparsity | kernels | batch | params (sparse / dense) | dense fwd ms | sparse fwd ms | fwd speedup | "
                   "dense train ms | sparse train ms | train speedup |", "|---:|---|---:|---|---:|---:|---:|---:|---:|---:|"]

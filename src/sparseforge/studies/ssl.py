@@ -28,18 +28,18 @@ import dataclasses
 import json
 import math
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Literal, Optional, Sequence
 
 import torch
+from pydantic import Field, model_validator
 from torch import nn
 
 from .. import io
-from ..config import ConfigError
-from ..data import DataSplits, load_dataset
-from ..nn import lenet5
-from ..nn.resnet import resnet20
+from ..errors import require
+from ..config import ConfigError, DataSpec, TrainSpec, _Strict
+from ..data import DataSplits
+from ..nn.zoo import build_model as zoo_model
 from ..ssl import (
     FreezeZeroGroups,
     GroupLasso,
@@ -52,7 +52,7 @@ from ..ssl import (
 from ..train import Callback, TrainConfig, evaluate, fit
 from ..runs.plots import save_figure, subplots
 
-MODELS = {"lenet5": lenet5, "resnet20": resnet20}
+MODELS = ("lenet5", "resnet20")
 KIND_FIELDS = ("filter", "channel", "shape", "depth", "row", "column")
 
 #: The seed's published numbers, shown next to ours in the report.
@@ -79,26 +79,20 @@ SEED_TABLES = {
 }
 
 
-@dataclass(frozen=True)
-class Variant:
-    """One SSL setting: group-Lasso coefficients per kind, mode and zeroing threshold.
+class Variant(_Strict):
+    """One SSL setting: coefficients per group kind, mode, threshold."""
 
-    mode: ``"proximal"`` or ``"loss"`` (see :class:`sparseforge.ssl.GroupLasso`).
-    threshold: group norm below which groups are set to zero.
-    filter/channel/shape (convs), row/column (linears), depth (residual blocks): coefficients.
-    layer_scale: ``((layer name, multiplier), ...)`` applied to all coefficients of that layer.
-    """
-
-    name: str
-    mode: str = "proximal"
-    filter: float = 0.0
-    channel: float = 0.0
-    shape: float = 0.0
-    depth: float = 0.0
-    row: float = 0.0
-    column: float = 0.0
-    threshold: float = 1e-4
-    layer_scale: tuple[tuple[str, float], ...] = ()
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9_.+-]+$")
+    mode: Literal["proximal", "loss"] = "proximal"
+    filter: float = Field(default=0.0, ge=0)
+    channel: float = Field(default=0.0, ge=0)
+    shape: float = Field(default=0.0, ge=0)
+    depth: float = Field(default=0.0, ge=0)
+    row: float = Field(default=0.0, ge=0)
+    column: float = Field(default=0.0, ge=0)
+    threshold: float = Field(default=1e-4, ge=0)
+    layer_scale: dict[str, float] = Field(default_factory=dict,
+                                          description="per-layer multiplier of all coefficients, e.g. {'0': 0.2}")
 
     def coefficients(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in KIND_FIELDS if getattr(self, k)}
@@ -106,7 +100,7 @@ class Variant:
     def groups(self, model: nn.Module) -> list:
         """The variant's group sets on ``model``; ``layer_scale`` multiplies every coefficient of the named
         layers (per-layer multipliers, as the seed's Caffe prototxts set them)."""
-        scale = dict(self.layer_scale)
+        scale = self.layer_scale
         sets = ssl_groups(model, **self.coefficients())
         unknown = sorted(set(scale) - {gs.layer for gs in sets})
         if unknown:
@@ -114,56 +108,76 @@ class Variant:
                              f"layers with groups: {sorted({gs.layer for gs in sets})}")
         return [gs.with_lam(gs.lam * scale.get(gs.layer, 1.0)) for gs in sets]
 
+    @model_validator(mode="after")
+    def _some_group(self) -> Variant:
+        if not any((self.filter, self.channel, self.shape, self.depth, self.row, self.column)):
+            raise ValueError("set at least one of filter, channel, shape, depth, row, column > 0")
+        return self
 
-@dataclass(frozen=True)
-class SSLExperiment:
-    """Settings of one SSL recipe (``sparseforge ssl``).
 
-    train: the baseline's training; the SSL phase uses the same settings with ``ssl_epochs`` epochs and
-    learning rate ``ssl_lr`` (default ``train.lr``), the fine-tuning phase ``finetune_epochs`` at
-    ``finetune_lr`` (default ``ssl_lr / 10``). ``baseline_from``: reuse the trained baseline of another run
-    directory (same model and data) instead of training one. bench_*: CPU benchmark batch size, repeats and
-    torch threads.
+class SSLPhase(_Strict):
+    """The group-Lasso phase (``lr`` None: the baseline's) and the fine-tuning with the structure frozen
+    (``finetune_lr`` None: the SSL lr / 10)."""
+
+    epochs: int = Field(default=4, ge=1)
+    lr: Optional[float] = Field(default=None, gt=0)
+    finetune_epochs: int = Field(default=1, ge=0)
+    finetune_lr: Optional[float] = Field(default=None, gt=0)
+
+
+class SSLBench(_Strict):
+    batch: int = Field(default=64, ge=1)
+    repeats: int = Field(default=10, ge=1)
+    number: int = Field(default=5, ge=1)
+    threads: int = Field(default=1, ge=1)
+
+
+class SSLSpec(_Strict):
+    """Everything ``sparseforge ssl`` needs (YAML sections model, data, train, ssl, variants, bench).
+
+    train: the baseline's training; the SSL phase uses the same settings with ``ssl.epochs`` epochs at
+    ``ssl.lr``, the fine-tuning phase ``ssl.finetune_epochs`` at ``ssl.finetune_lr``. ``baseline_from``:
+    reuse the trained baseline of another run directory (same model and data) instead of training one.
+    bench: CPU benchmark batch size, repeats, calls per repeat and torch threads.
     """
 
-    name: str = "lenet-filter"
-    model: str = "lenet5"
-    dataset: str = "mnist"
-    data_root: str | None = None
-    limit: int | None = None
-    val_size: int | float | None = None
-    data_seed: int = 0
-    train: TrainConfig = field(default_factory=lambda: TrainConfig(
-        epochs=6, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9, weight_decay=5e-4, lr_schedule="cosine"))
-    ssl_epochs: int = 4
-    ssl_lr: float | None = None
-    finetune_epochs: int = 1
-    finetune_lr: float | None = None
-    variants: tuple[Variant, ...] = (Variant("ssl", filter=0.02, channel=0.02),)
-    baseline_from: str | None = None
-    bench_batch: int = 64
-    bench_repeats: int = 10
-    bench_number: int = 5
-    bench_threads: int = 1
+    name: str = "ssl"
+    model: Literal["lenet5", "resnet20"] = "lenet5"
+    data: DataSpec = DataSpec()
+    train: TrainSpec = TrainSpec(epochs=6, batch_size=64, optimizer="sgd", lr=0.01, momentum=0.9,
+                                 weight_decay=5e-4, lr_schedule="cosine")
+    ssl: SSLPhase = SSLPhase()
+    variants: list[Variant] = Field(default_factory=lambda: [Variant(name="ssl", filter=0.02, channel=0.02)],
+                                        min_length=1)
+    baseline_from: Optional[Path] = None
+    bench: SSLBench = SSLBench()
     export_onnx: bool = True
+    threads: int = Field(default=1, ge=1, description="torch threads for training")
     seed: int = 0
 
+    @model_validator(mode="after")
+    def _unique_names(self) -> SSLSpec:
+        names = [v.name for v in self.variants]
+        dup = sorted({n for n in names if names.count(n) > 1} | ({"baseline"} & set(names)))
+        if dup:
+            raise ValueError(f"variant names must be distinct and not 'baseline': {dup}")
+        return self
+
     def ssl_config(self) -> TrainConfig:
-        return dataclasses.replace(self.train, epochs=self.ssl_epochs, lr=self.ssl_lr or self.train.lr,
+        return dataclasses.replace(self.train.to_config(), epochs=self.ssl.epochs, lr=self.ssl.lr or self.train.lr,
                                    lr_schedule="constant")
 
     def finetune_config(self) -> TrainConfig:
-        lr = self.finetune_lr or (self.ssl_lr or self.train.lr) / 10
-        return dataclasses.replace(self.train, epochs=self.finetune_epochs, lr=lr, lr_schedule="cosine")
+        lr = self.ssl.finetune_lr or (self.ssl.lr or self.train.lr) / 10
+        return dataclasses.replace(self.train.to_config(), epochs=self.ssl.finetune_epochs, lr=lr,
+                                   lr_schedule="cosine")
 
 
 def build_model(name: str, data: DataSplits) -> nn.Module:
+    """The model ``name`` (one of :data:`MODELS`) sized for ``data``."""
     if name not in MODELS:
         raise ValueError(f"model={name!r}: choose one of {', '.join(MODELS)}")
-    c = data.sample_shape[0]
-    if name == "lenet5":
-        return lenet5(in_channels=c, n_classes=data.n_classes, image_size=data.sample_shape[-1])
-    return resnet20(in_channels=c, n_classes=data.n_classes)
+    return zoo_model(name, data.sample_shape, data.n_classes)
 
 
 # ---------------------------------------------------------------------------------------------- timing
@@ -247,7 +261,7 @@ def _fit(model, data, cfg, callbacks, run_dir, label, callbacks_for):
     return fit(model, data, cfg, callbacks=list(callbacks) + list(callbacks_for(label)), run_dir=run_dir, resume=True)
 
 
-def _baseline(cfg: SSLExperiment, data: DataSplits, run_dir: Path, callbacks_for) -> tuple[nn.Module, dict]:
+def _baseline(cfg: SSLSpec, data: DataSplits, run_dir: Path, callbacks_for) -> tuple[nn.Module, dict]:
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model, data)
     src = Path(cfg.baseline_from) if cfg.baseline_from else run_dir / "baseline"
@@ -259,16 +273,16 @@ def _baseline(cfg: SSLExperiment, data: DataSplits, run_dir: Path, callbacks_for
         model.load_state_dict(state["model"])
         _, acc = evaluate(model, data.test)
         return model, {"test_acc": acc, "epochs": state["epoch"], "source": str(src)}
-    st = _fit(model, data, cfg.train, [], src, "baseline", callbacks_for)
+    st = _fit(model, data, cfg.train.to_config(), [], src, "baseline", callbacks_for)
     return model, {"test_acc": st.metrics["test_acc"], "epochs": st.epoch, "source": str(src)}
 
 
-def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, cfg: SSLExperiment,
+def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, cfg: SSLSpec,
             out_dir: Path | None) -> dict:
     """Thin ``model``, check it against the un-thinned model, count FLOPs and time both. ``original`` is
     the baseline (its FLOPs are the 100 %). Returns the variant's result (JSON-able)."""
     model.eval()
-    example = data.test.x[: max(cfg.bench_batch, 1)]
+    example = data.test.x[: max(cfg.bench.batch, 1)]
     thinned = thin(model, example[:1])
     thinned.eval()
     with torch.no_grad():
@@ -279,8 +293,8 @@ def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, 
     fl_base = {r["layer"]: r for r in layer_flops(original, example[:1])}
     fl_thin = {r["layer"]: r for r in layer_flops(thinned, example[:1])}
     sp = sparsity_report(model)
-    bench = benchmark(model, thinned, example, threads=cfg.bench_threads, repeats=cfg.bench_repeats,
-                      number=cfg.bench_number)
+    bench = benchmark(model, thinned, example, threads=cfg.bench.threads, repeats=cfg.bench.repeats,
+                      number=cfg.bench.number)
     layers = []
     for r in sp:
         n = r["layer"]
@@ -319,7 +333,7 @@ def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, 
 
 
 @torch.no_grad()
-def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg: SSLExperiment) -> None:
+def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg: SSLSpec) -> None:
     """For every LoweredConv2d of ``thinned``: time it against a plain Conv2d of the same (channel-thinned)
     shape holding its zero columns, i.e. is lowering worth it on top of filter/channel removal? Adds
     ``lowered_ms``, ``same_shape_conv_ms`` and ``lowering_speedup`` to the layer rows."""
@@ -327,7 +341,7 @@ def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg:
 
     ins = layer_inputs(thinned, x)
     prev = torch.get_num_threads()
-    torch.set_num_threads(cfg.bench_threads)
+    torch.set_num_threads(cfg.bench.threads)
     try:
         for r in layers:
             m = _submodule(thinned, r["layer"])
@@ -338,7 +352,7 @@ def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg:
             conv.weight.copy_(m.dense_weight())
             if m.bias is not None:
                 conv.bias.copy_(m.bias)
-            tc, tl = time_pair(conv, ins[r["layer"]], m, ins[r["layer"]], cfg.bench_repeats, cfg.bench_number)
+            tc, tl = time_pair(conv, ins[r["layer"]], m, ins[r["layer"]], cfg.bench.repeats, cfg.bench.number)
             r.update(lowered_ms=1e3 * tl, same_shape_conv_ms=1e3 * tc, lowering_speedup=tc / tl)
     finally:
         torch.set_num_threads(prev)
@@ -392,13 +406,12 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str:
         return f"failed: {type(e).__name__}: {e}"
 
 
-def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None = None,
+def run_ssl(cfg: SSLSpec, run_dir: str | Path, *, data: DataSplits | None = None,
             callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: ()) -> dict:
     """Run (or resume) the whole recipe and write its tables, plots and report. Returns
     ``{"baseline": result, "variants": [result, ...]}`` (see :func:`analyse`)."""
     run_dir = Path(run_dir)
-    data = data or load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, seed=cfg.data_seed,
-                                limit=cfg.limit)
+    data = data or cfg.data.load()
     io.write_json(run_dir / "config.json", cfg)
     base_model, base_info = _baseline(cfg, data, run_dir, callbacks_for)
     base_file = run_dir / "baseline" / "analysis.json"
@@ -422,13 +435,13 @@ def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None 
         reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
         st = _fit(model, data, cfg.ssl_config(), [reg], vdir / "ssl", f"{v.name} ssl", callbacks_for)
         history = list(st.history)
-        if cfg.finetune_epochs > 0:
+        if cfg.ssl.finetune_epochs > 0:
             freeze = FreezeZeroGroups(ssl_groups(model, **{k: 1.0 for k in v.coefficients()}))
             st = _fit(model, data, cfg.finetune_config(), [freeze], vdir / "finetune", f"{v.name} finetune",
                       callbacks_for)
             history += st.history
         res = analyse(v.name, model, base_model, data, cfg, vdir)
-        res.update(variant=dataclasses.asdict(v), history=history, settings=settings)
+        res.update(variant={**v.model_dump(), "layer_scale": [list(p) for p in v.layer_scale.items()]}, history=history, settings=settings)
         io.write_json(rfile, res)
         results.append(res)
     out = {"baseline": base, "variants": results}
@@ -436,13 +449,13 @@ def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None 
     return out
 
 
-def _variant_settings(cfg: SSLExperiment, v: Variant) -> dict:
+def _variant_settings(cfg: SSLSpec, v: Variant) -> dict:
     """What a variant's result depends on (besides the baseline), as plain JSON values."""
     return json.loads(json.dumps(dict(
-        variant=dataclasses.asdict(v), ssl=dataclasses.asdict(cfg.ssl_config()),
-        finetune=dataclasses.asdict(cfg.finetune_config()) if cfg.finetune_epochs > 0 else None,
-        bench=dict(batch=cfg.bench_batch, repeats=cfg.bench_repeats, number=cfg.bench_number,
-                   threads=cfg.bench_threads)), default=str))
+        variant={**v.model_dump(), "layer_scale": [list(p) for p in v.layer_scale.items()]}, ssl=dataclasses.asdict(cfg.ssl_config()),
+        finetune=dataclasses.asdict(cfg.finetune_config()) if cfg.ssl.finetune_epochs > 0 else None,
+        bench=dict(batch=cfg.bench.batch, repeats=cfg.bench.repeats, number=cfg.bench.number,
+                   threads=cfg.bench.threads)), default=str))
 
 
 def _check_same_settings(name: str, vdir: Path, done: dict | None, now: dict) -> None:
@@ -497,7 +510,7 @@ def table_rows(out: dict) -> list[dict]:
     return rows
 
 
-def write_outputs(out: dict, run_dir: Path, cfg: SSLExperiment) -> None:
+def write_outputs(out: dict, run_dir: Path, cfg: SSLSpec) -> None:
     """table.csv, layers.csv, conv1_filters.png, sparsity.png and report.md in ``run_dir``."""
     rows = table_rows(out)
     io.write_csv(run_dir / "table.csv", rows)
@@ -511,8 +524,9 @@ def write_outputs(out: dict, run_dir: Path, cfg: SSLExperiment) -> None:
 def plot_conv1_filters(out: dict, path: Path) -> Path:
     """One row of conv1 filters per model, each model scaled to its largest |weight|; the middle grey is
     zero, as in the seed's figures. Drawn as one tiled image (fast)."""
-    import matplotlib
     import numpy as np
+
+    matplotlib = require("matplotlib", "drawing figures")
 
     models = [out["baseline"]] + out["variants"]
     ws = [np.asarray(m["conv1_filters"], dtype=np.float32) for m in models]
@@ -558,7 +572,7 @@ def plot_sparsity(out: dict, path: Path) -> Path:
     return save_figure(fig, path)
 
 
-def _kind(cfg: SSLExperiment) -> str:
+def _kind(cfg: SSLSpec) -> str:
     if any(v.depth for v in cfg.variants):
         return "depth"
     if any(v.shape for v in cfg.variants):
@@ -566,21 +580,21 @@ def _kind(cfg: SSLExperiment) -> str:
     return "filter"
 
 
-def report_markdown(out: dict, rows: list[dict], cfg: SSLExperiment) -> str:
+def report_markdown(out: dict, rows: list[dict], cfg: SSLSpec) -> str:
     t = cfg.train
     kind = _kind(cfg)
-    n_train = "all" if cfg.limit is None else f"{cfg.limit} per split"
+    n_train = "all" if cfg.data.limit is None else f"{cfg.data.limit} per split"
     lines = [
-        f"# SSL recipe `{cfg.name}`: {cfg.model} on {cfg.dataset}",
+        f"# SSL recipe `{cfg.name}`: {cfg.model} on {cfg.data.name}",
         "",
-        f"Data: {cfg.dataset}, samples {n_train}. Baseline: {t.epochs} epochs {t.optimizer} lr {t.lr:g} "
+        f"Data: {cfg.data.name}, samples {n_train}. Baseline: {t.epochs} epochs {t.optimizer} lr {t.lr:g} "
         f"({t.lr_schedule}), momentum {t.momentum:g}, weight decay {t.weight_decay:g}, batch {t.batch_size}, seed "
-        f"{cfg.seed}. SSL: {cfg.ssl_epochs} epochs from the baseline at lr {cfg.ssl_lr or t.lr:g} (constant) with "
-        f"group Lasso, then {cfg.finetune_epochs} fine-tuning epochs with the zero groups frozen. Thinned models "
+        f"{cfg.seed}. SSL: {cfg.ssl.epochs} epochs from the baseline at lr {cfg.ssl.lr or t.lr:g} (constant) with "
+        f"group Lasso, then {cfg.ssl.finetune_epochs} fine-tuning epochs with the zero groups frozen. Thinned models "
         "are checked against the regularized model (max |logit difference| on 512 test images).",
         "",
-        f"Speed: CPU forward time, batch {cfg.bench_batch}, torch threads {cfg.bench_threads}, min over "
-        f"{cfg.bench_repeats} repeats of the mean of {cfg.bench_number} calls, original and thinned timed "
+        f"Speed: CPU forward time, batch {cfg.bench.batch}, torch threads {cfg.bench.threads}, min over "
+        f"{cfg.bench.repeats} repeats of the mean of {cfg.bench.number} calls, original and thinned timed "
         "alternately; speedup = original (same weights, "
         "not thinned) / thinned. FLOPs = 2 x multiply-accumulates of conv/linear layers per sample; "
         "FLOP % is thinned / baseline.",
