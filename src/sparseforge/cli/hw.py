@@ -21,7 +21,7 @@ import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Optional
 
 import typer
 from rich.console import Console

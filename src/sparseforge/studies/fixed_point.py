@@ -39,7 +39,7 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Literal
+from typing import Callable, Literal, Sequence
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -56,8 +56,6 @@ from ..hardware import (
     PipelineReport,
     SweepPoint,
     fixed_from_float,
-    forward_fixed,
-    forward_float,
     junction_model,
     train_step_fixed,
 )
