@@ -41,7 +41,9 @@ def main() -> None:
     try:
         app(standalone_mode=False)
     except known as e:
-        err.print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}")  # escaped: "sparseforge[search]" is not markup
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
