@@ -11,7 +11,7 @@ from typing import Any, Callable, Sequence
 
 from ...errors import require
 from ...runs.plots import save_figure, subplots
-from .report import _dens, _pct, AnalysisResult
+from .report import densities_text, pct, AnalysisResult
 from .schema import (FamiliesAnalysis, JunctionAnalysis, LargeSparseAnalysis, RedundancyAnalysis,
                      RegularizationAnalysis)
 
@@ -162,9 +162,9 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
                             widest_rho_net=widest["rho_net"], widest_acc=widest["test_acc_mean"],
                             rises=sum(ups), steps=len(ups), edges_spread=spread, separated=clear))
         conclusions.append(
-            f"{g}: FC N_1={fc['hidden']} {_pct(fc['test_acc_mean'])}; best N_1={best['hidden']} at rho_net "
-            f"{_pct(best['rho_net'], 1)} {_pct(best['test_acc_mean'])} ({100 * (best['test_acc_mean'] - fc['test_acc_mean']):+.2f} "
-            f"points; min-max ranges over seeds {'separate' if clear else 'overlap'}); widest N_1={widest['hidden']} {_pct(widest['test_acc_mean'])}; accuracy rises with width in "
+            f"{g}: FC N_1={fc['hidden']} {pct(fc['test_acc_mean'])}; best N_1={best['hidden']} at rho_net "
+            f"{pct(best['rho_net'], 1)} {pct(best['test_acc_mean'])} ({100 * (best['test_acc_mean'] - fc['test_acc_mean']):+.2f} "
+            f"points; min-max ranges over seeds {'separate' if clear else 'overlap'}); widest N_1={widest['hidden']} {pct(widest['test_acc_mean'])}; accuracy rises with width in "
             f"{sum(ups)} of {len(ups)} steps; weights equal within {100 * spread:.1f}%."
         )
     conclusions.insert(0, f"**A larger sparse net beat the small dense net of the same weight count in {wins_any} of "
@@ -247,8 +247,8 @@ def analyse_redundancy(spec: RedundancyAnalysis, table: list[dict], rows: list[d
             conclusions.append(
                 f"{less} vs {more}: {less} lost more in {sum(c['less_loses_more'] for c in pair)} of {len(pair)} "
                 f"densities ({sum(c['less_loses_more_rel'] for c in pair)} of {len(pair)} relative to the margin above "
-                f"chance); at target rho_net {_pct(lo['target_rho_net'], 1)} the drops are {100 * lo['drop_less']:.2f} vs "
-                f"{100 * lo['drop_more']:.2f} points ({_pct(lo['rel_drop_less'], 0)} vs {_pct(lo['rel_drop_more'], 0)} "
+                f"chance); at target rho_net {pct(lo['target_rho_net'], 1)} the drops are {100 * lo['drop_less']:.2f} vs "
+                f"{100 * lo['drop_more']:.2f} points ({pct(lo['rel_drop_less'], 0)} vs {pct(lo['rel_drop_more'], 0)} "
                 "of the margin)."
             )
         else:
@@ -261,7 +261,7 @@ def analyse_redundancy(spec: RedundancyAnalysis, table: list[dict], rows: list[d
     weak = [(r["group"], r["test_acc_mean"], 1.0 / r["n_classes"]) for r in table
             if r["rho_net"] == 1 and r.get("n_classes") and r["test_acc_mean"] < 0.5]
     for g, acc, chance in weak:
-        conclusions.append(f"Caution: the FC net of {g} reaches only {_pct(acc)} (chance {_pct(chance)}), so its "
+        conclusions.append(f"Caution: the FC net of {g} reaches only {pct(acc)} (chance {pct(chance)}), so its "
                            "drops are bounded by that; the relative drop is the fairer measure there.")
     if missing:
         conclusions.append(f"No FC baseline (rho_net = 1) for {missing}: their drops are not computed.")
@@ -326,7 +326,7 @@ def analyse_regularization(spec: RegularizationAnalysis, table: list[dict], rows
     k = sum(b <= a for a, b in steps)
     strict = sum(b < a for a, b in steps)
     rho_s = _spearman([r["rho_net"] for r in best_rows], seq)
-    trend = " -> ".join(f"{r['best_l2']:g} ({_pct(r['rho_net'], 1)})" for r in best_rows)
+    trend = " -> ".join(f"{r['best_l2']:g} ({pct(r['rho_net'], 1)})" for r in best_rows)
     conclusions = [
         f"**Best L2 coefficient (lambda, by mean validation accuracy) as density falls: {trend}**; "
         f"non-increasing in {k} of {len(steps)} steps ({strict} strictly smaller); Spearman rank correlation of "
@@ -337,8 +337,8 @@ def analyse_regularization(spec: RegularizationAnalysis, table: list[dict], rows
     if best_rows and steps:
         a, b = best_rows[0], best_rows[-1]
         rel = "smaller than" if b["best_l2"] < a["best_l2"] else "equal to" if b["best_l2"] == a["best_l2"] else "larger than"
-        conclusions.append(f"At the sparsest density ({_pct(b['rho_net'], 1)}) the best lambda is {rel} the one at the densest "
-                           f"({_pct(a['rho_net'], 1)}): {b['best_l2']:g} vs {a['best_l2']:g}.")
+        conclusions.append(f"At the sparsest density ({pct(b['rho_net'], 1)}) the best lambda is {rel} the one at the densest "
+                           f"({pct(a['rho_net'], 1)}): {b['best_l2']:g} vs {a['best_l2']:g}.")
     clear = [r for r in best_rows if r["val_gain"] is not None and r["val_gain"] > r["val_range"]]
     with_zero = [r for r in best_rows if r["val_gain"] is not None]
     if with_zero:
@@ -389,12 +389,12 @@ def analyse_families(spec: FamiliesAnalysis, table: list[dict], rows: list[dict]
         fams = {r["family"]: r for r in rs}
         if "radix" in fams and "random" in fams:
             radix_vs_random.append(fams["radix"]["test_acc_mean"] - fams["random"]["test_acc_mean"])
-        summary.append(dict(group=g, rho_net=rs[0]["rho_net"], densities=_dens(rs[0]),
+        summary.append(dict(group=g, rho_net=rs[0]["rho_net"], densities=densities_text(rs[0]),
                             ranking=" > ".join(f"{r['family']} {100 * r['test_acc_mean']:.2f}" for r in rs),
                             best=rs[0]["family"], spread=spread, seed_range=noise))
         verdict_txt = "within" if spread <= noise else "beyond"
-        conclusions.append(f"rho_net {_pct(rs[0]['rho_net'], 1)} (junctions {_dens(rs[0])}): "
-                           + " > ".join(f"{r['family']} {_pct(r['test_acc_mean'])}" for r in rs)
+        conclusions.append(f"rho_net {pct(rs[0]['rho_net'], 1)} (junctions {densities_text(rs[0])}): "
+                           + " > ".join(f"{r['family']} {pct(r['test_acc_mean'])}" for r in rs)
                            + f"; spread of family means {100 * spread:.2f} points, {verdict_txt} the mean seed range "
                            f"({100 * noise:.2f} points).")
     within = sum(s["spread"] <= s["seed_range"] for s in summary)
@@ -405,7 +405,7 @@ def analyse_families(spec: FamiliesAnalysis, table: list[dict], rows: list[dict]
         conclusions.append("RadiX-Net minus random (seed 004: 'random and explicit RadiX-Net layers behave the "
                            "same'): " + ", ".join(f"{100 * d:+.2f}" for d in radix_vs_random) + " points.")
     if fc:
-        conclusions.append(f"Fully connected: {_pct(statistics.fmean(r['test_acc_mean'] for r in fc))}.")
+        conclusions.append(f"Fully connected: {pct(statistics.fmean(r['test_acc_mean'] for r in fc))}.")
     verdict = dict(points=len(summary), within_noise=within, best_counts=wins, radix_minus_random=radix_vs_random)
     fig, ax = subplots(figsize=(6.5, 4.2))
     sparse = [r for g in groups.values() for r in g]

@@ -92,7 +92,7 @@ def _set_path(d: dict, path: str, value: Any) -> None:
     d[parts[-1]] = value
 
 
-def _fmt(v: Any) -> str:
+def fmt_value(v: Any) -> str:
     if isinstance(v, float):
         return f"{v:g}"
     if isinstance(v, (list, tuple, dict)):
@@ -128,7 +128,7 @@ def expand(recipe: Recipe, setting: str, where: str = "") -> list[Planned]:
             for p, v in zip(paths, values):
                 _set_path(cfg, p, v)
             assign = tuple((p.split(".", 1)[1], v) for p, v in zip(paths, values))
-            text = ", ".join(f"{k}={_fmt(v)}" for k, v in assign)
+            text = ", ".join(f"{k}={fmt_value(v)}" for k, v in assign)
             group = block.group or (f"block {b + 1}" if len(s.sweep) > 1 else "all")
             if block.label:
                 names = {k.replace(".", "_"): v for k, v in assign} | {"group": group}

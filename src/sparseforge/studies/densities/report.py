@@ -40,16 +40,16 @@ class StudyResult:
 
 
 
-def _pct(v: float | None, digits: int = 2) -> str:
+def pct(v: float | None, digits: int = 2) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{100 * v:.{digits}f}%"
 
 
-def _acc(r: dict, m: str = "test_acc") -> str:
+def acc_text(r: dict, m: str = "test_acc") -> str:
     """``mean [min, max]`` in percent."""
     return f"{100 * r[m + '_mean']:.2f} [{100 * r[m + '_min']:.2f}, {100 * r[m + '_max']:.2f}]"
 
 
-def _dens(r: dict) -> str:
+def densities_text(r: dict) -> str:
     ks = sorted((k for k in r if re.fullmatch(r"rho_\d+", k)), key=lambda k: int(k[4:]))
     return ", ".join(f"{100 * r[k]:.1f}%" for k in ks)
 
@@ -63,7 +63,7 @@ def _cell(r: dict, spec: str) -> str:
     if v is None:
         return "n/a"
     if fmt == "pct":
-        return _pct(v)
+        return pct(v)
     if fmt == "pts":
         return f"{100 * v:+.2f}"
     if fmt == "g":
@@ -134,7 +134,7 @@ def report_markdown(res: StudyResult) -> str:
     if any(x.get("l2") for x in res.table):
         cols.append(("lambda", "l2:g"))
     cols += [("val acc", "val"), ("test acc", "test"), ("seeds", "n_seeds")]
-    view = [dict(x, dens=_dens(x), val=_acc(x, "val_acc"), test=_acc(x)) for x in res.table]
+    view = [dict(x, dens=densities_text(x), val=acc_text(x, "val_acc"), test=acc_text(x)) for x in res.table]
     lines += md_table(view, cols)
     lines += [""] + [f"![{f}]({f})" for f in res.analysis.figures]
     lines += ["", "Files: `runs.csv` (one row per sub-run), `table.csv` (per configuration, aggregated), "

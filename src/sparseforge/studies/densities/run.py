@@ -18,7 +18,7 @@ from ...nn import SparseMLP
 from ...topology import NetworkTopology, TopologyError
 from ...train import Callback, TrainConfig, fit
 from .analyses import ANALYSES
-from .expand import (build_topology, expand, _fmt, Planned, resolve_sizes, seeds_for,
+from .expand import (build_topology, expand, fmt_value, Planned, resolve_sizes, seeds_for,
                      target_density, topology_metrics)
 from .report import StudyResult, write_outputs
 from .schema import effective_analysis, FamiliesAnalysis, METRICS, Recipe
@@ -54,7 +54,7 @@ def _row(p: Planned, seed: int, data: DataSplits, topo: NetworkTopology, info: d
     if "z" in info:
         row["z"] = " ".join(map(str, info["z"]))
     for k, v in p.assignments:
-        row.setdefault(f"set:{k}", _fmt(v))
+        row.setdefault(f"set:{k}", fmt_value(v))
     return row
 
 

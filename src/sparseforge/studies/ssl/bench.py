@@ -31,7 +31,7 @@ def time_pair(a: nn.Module, xa: torch.Tensor, b: nn.Module, xb: torch.Tensor, re
     return best[0], best[1]
 
 
-def _submodule(model: nn.Module, name: str) -> nn.Module | None:
+def submodule(model: nn.Module, name: str) -> nn.Module | None:
     try:
         return model.get_submodule(name)
     except AttributeError:
@@ -55,7 +55,7 @@ def benchmark(original: nn.Module, thinned: nn.Module, x: torch.Tensor, *, threa
         ins_o, ins_t = layer_inputs(original, x), layer_inputs(thinned, x)
         layers = {}
         for name, xo in ins_o.items():
-            mo, mt = original.get_submodule(name), _submodule(thinned, name)
+            mo, mt = original.get_submodule(name), submodule(thinned, name)
             if mt is not None and name in ins_t:
                 to, tt = time_pair(mo, xo, mt, ins_t[name], repeats, number)
             else:                                   # removed (inside a removed residual block)

@@ -27,7 +27,7 @@ from ...ssl import (
     thin,
 )
 from ...train import Callback, evaluate, fit
-from .bench import benchmark, _submodule, time_pair
+from .bench import benchmark, submodule, time_pair
 from .report import write_outputs
 from .schema import MODELS, SSLSpec, Variant
 
@@ -88,7 +88,7 @@ def analyse(name: str, model: nn.Module, original: nn.Module, data: DataSplits, 
             model=name, **{k: v for k, v in r.items() if k != "shape"}, shape="x".join(map(str, r["shape"])),
             thinned_type=fl_thin.get(n, {}).get("type", "removed"),
             thinned_in=fl_thin.get(n, {}).get("in_shape"), thinned_out=fl_thin.get(n, {}).get("out_shape"),
-            thinned_columns=_columns(_submodule(thinned, n)),
+            thinned_columns=_columns(submodule(thinned, n)),
             flops=fb, flops_thinned=ft, flop_pct=(ft / fb if fb else math.nan),
             time_ms=to, time_thinned_ms=tt, speedup=(to / tt if tt else math.inf),
         ))
@@ -127,7 +127,7 @@ def _time_lowering(thinned: nn.Module, x: torch.Tensor, layers: list[dict], cfg:
     torch.set_num_threads(cfg.bench.threads)
     try:
         for r in layers:
-            m = _submodule(thinned, r["layer"])
+            m = submodule(thinned, r["layer"])
             if not isinstance(m, LoweredConv2d):
                 continue
             conv = nn.Conv2d(m.in_channels, m.out_channels, m.kernel_size, m.stride, m.padding, m.dilation,
