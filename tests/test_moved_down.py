@@ -102,16 +102,16 @@ def _tiny(word: bool):
 def test_train_epochs_resumes_exactly(tmp_path, word):
     net, x, y = _tiny(word)
     kw = dict(n_classes=4, batch_size=4, lr_shift=3, seed=1)
-    full = train_epochs(net, x, y, x, y, epochs=3, checkpoint=tmp_path / "a.npz", row={"run": "a"}, **kw)
+    full = train_epochs(net, x, y, x, y, epochs=3, checkpoint_path=tmp_path / "a.pt", row={"run": "a"}, **kw)
     assert [r["epoch"] for r in full] == [0, 1, 2, 3] and all(r["run"] == "a" for r in full)
-    part = train_epochs(net, x, y, x, y, epochs=1, checkpoint=tmp_path / "b.npz", **kw)
+    part = train_epochs(net, x, y, x, y, epochs=1, checkpoint_path=tmp_path / "b.pt", **kw)
     seen = []
-    resumed = train_epochs(net, x, y, x, y, epochs=3, checkpoint=tmp_path / "b.npz", notify=seen.append, **kw)
+    resumed = train_epochs(net, x, y, x, y, epochs=3, checkpoint_path=tmp_path / "b.pt", notify=seen.append, **kw)
     assert len(part) == 2 and [r["epoch"] for r in seen] == [2, 3]
     strip = lambda rows: [{k: v for k, v in r.items() if k not in ("epoch_time_s", "run")} for r in rows]  # noqa: E731
     assert strip(resumed) == strip(full)
-    a, _ = load_checkpoint(tmp_path / "a.npz", net)
-    b, _ = load_checkpoint(tmp_path / "b.npz", net)
+    a, _ = load_checkpoint(tmp_path / "a.pt", net)
+    b, _ = load_checkpoint(tmp_path / "b.pt", net)
     for wa, wb in zip(a.weights, b.weights):
         np.testing.assert_array_equal(wa, wb)
     # the accuracy in the history is the argmax over the first n_classes outputs on the test inputs

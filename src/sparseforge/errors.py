@@ -10,6 +10,13 @@ class ConfigError(ValueError):
     """A configuration value is not allowed; the message names field, value and what is allowed."""
 
 
+class RunError(ConfigError):
+    """A run directory cannot be used as asked: another writer holds it, or a checkpoint is damaged.
+
+    A ConfigError so that the command line treats it alike (one line, exit 2); the message says what to do.
+    """
+
+
 class MissingExtra(ImportError):
     """An optional dependency is not installed; the message names the extra that installs it
     (``pip install 'sparseforge[search]'``). The command line prints it as one line (exit status 2)."""

@@ -6,23 +6,21 @@ Every random choice derives from ``seed``: the sample order of epoch ``e`` from
 ``SeedSequence(seed, spawn_key=(1, e))``, stochastic rounding from ``(2, e)``, evaluation from ``(3,)``;
 so a resumed run continues exactly as an uninterrupted one.
 
-Checkpoint: one ``.npz`` (weights ``w{j}``, biases ``b{j}``, the history as JSON) written atomically after
-every epoch. Seam: when the project's checksummed checkpoints (``sparseforge.train.checkpoint``) land,
-:func:`save_checkpoint`/:func:`load_checkpoint` are the two functions to route through them.
+Checkpoint: the project's format (:mod:`sparseforge.train.checkpoint`: checksummed, the settings hash
+inside, the previous file kept), holding the weights ``w{j}``, biases ``b{j}`` and the history, written
+after every epoch; a damaged newest file falls back to the previous one, none left good is an error.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io as _io
-import json
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from .. import io
+from ..train import checkpoint
 from .fixed_point import FixedMLP, FloatMLP, forward_fixed, forward_float, train_step_fixed, train_step_float
 
 __all__ = ["float_twin", "load_checkpoint", "predict_classes", "save_checkpoint", "train_epochs"]
@@ -47,24 +45,25 @@ def predict_classes(net: FixedMLP | FloatMLP, x: np.ndarray, n_classes: int, rng
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def save_checkpoint(path: Path, net: FixedMLP | FloatMLP, history: list[dict]) -> None:
-    """Weights, biases and ``history`` in one ``.npz`` at ``path``, written atomically."""
+def save_checkpoint(path: Path, net: FixedMLP | FloatMLP, history: list[dict], settings: Any = None) -> None:
+    """Weights, biases and ``history`` at ``path`` (checksummed, atomic; tied to ``settings``)."""
     arrays = {f"w{j}": w for j, w in enumerate(net.weights)}
     arrays.update({f"b{j}": b for j, b in enumerate(net.biases)})
-    buf = _io.BytesIO()
-    np.savez(buf, history=np.array(json.dumps(history)), **arrays)
-    with io.atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    checkpoint.save_checkpoint(path, {"arrays": arrays, "history": history}, settings=settings)
 
 
-def load_checkpoint(path: Path, like: FixedMLP | FloatMLP) -> tuple[FixedMLP | FloatMLP, list[dict]]:
-    """``like`` with the weights and biases stored at ``path``, and the stored history."""
-    with np.load(path) as z:
-        J = len(like.weights)
-        ws = tuple(z[f"w{j}"] for j in range(J))
-        bs = tuple(z[f"b{j}"] for j in range(J))
-        history = json.loads(str(z["history"]))
-    return dataclasses.replace(like, weights=ws, biases=bs), history
+def load_checkpoint(path: Path, like: FixedMLP | FloatMLP,
+                    settings: Any = None) -> tuple[FixedMLP | FloatMLP, list[dict]] | None:
+    """``like`` with the weights and biases of the newest good checkpoint at ``path``, and its history;
+    None when there is none. With ``settings`` the checkpoint must have been made under them
+    (:class:`~sparseforge.errors.ConfigError` naming the fields otherwise)."""
+    loaded = checkpoint.load_checkpoint(path, settings=settings, check_settings=settings is not None)
+    if loaded is None:
+        return None
+    z, J = loaded.payload["arrays"], len(like.weights)
+    ws = tuple(z[f"w{j}"] for j in range(J))
+    bs = tuple(z[f"b{j}"] for j in range(J))
+    return dataclasses.replace(like, weights=ws, biases=bs), loaded.payload["history"]
 
 
 def train_epochs(
@@ -79,19 +78,22 @@ def train_epochs(
     batch_size: int,
     lr_shift: int,
     seed: int,
-    checkpoint: Path | None = None,
+    checkpoint_path: Path | None = None,
+    checkpoint_settings: Any = None,
     row: dict | None = None,
     notify: Callable[[dict], None] | None = None,
 ) -> list[dict]:
     """Train ``net`` for ``epochs`` passes over ``x_train`` ``[n, N_0]`` / ``y_train`` ``[n]`` (labels),
-    ``batch_size`` samples per update, learning rate ``2**-lr_shift``; resumes from ``checkpoint`` when it
-    exists (and writes it after every epoch). Returns the history: one row per epoch, epoch 0 = the
+    ``batch_size`` samples per update, learning rate ``2**-lr_shift``; resumes from ``checkpoint_path`` when
+    a checkpoint is there (made under ``checkpoint_settings``), and writes it after every epoch. Returns the history: one row per epoch, epoch 0 = the
     initial net, each ``{**row, epoch, test_acc, train_loss, saturated, weights_changed (fraction of the
     edges), epoch_time_s (seconds)}``; ``notify(row)`` after every trained epoch."""
     row = dict(row or {})
     history: list[dict] = []
-    if checkpoint is not None and checkpoint.exists():
-        net, history = load_checkpoint(checkpoint, net)
+    if checkpoint_path is not None:
+        loaded = load_checkpoint(checkpoint_path, net, checkpoint_settings)
+        if loaded is not None:
+            net, history = loaded
     eval_rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(3,)))
     lr = 2.0 ** -lr_shift
     edges = [int(p.valid.sum()) for p in net.plans]
@@ -102,8 +104,8 @@ def train_epochs(
         return dict(row, epoch=epoch, test_acc=acc, **extra)
 
     def save() -> None:
-        if checkpoint is not None:
-            save_checkpoint(checkpoint, net, history)
+        if checkpoint_path is not None:
+            save_checkpoint(checkpoint_path, net, history, checkpoint_settings)
 
     if not history:
         history.append(evaluate(0, train_loss=None, saturated=0, weights_changed=None, epoch_time_s=0.0))

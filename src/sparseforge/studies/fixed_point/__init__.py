@@ -27,9 +27,12 @@ first ``n_classes`` of the 32 outputs, the other outputs are trained towards 0 a
 Any ``net`` works whose first layer is the flattened image (or a zero-padded square) and whose last layer
 has at least ``n_classes`` outputs.
 
-Resumable: each arithmetic is a sub-run (``float``, ``w10_i2``, ...) with a ``checkpoint.npz`` written
-atomically after every epoch (state and history in one file) and ``result.json`` when it is done; a
-rerun skips finished sub-runs, continues partial ones, and extends them when ``epochs`` grows.
+Resumable: the run directory is a :class:`~sparseforge.runs.RunStore` tied to the settings of
+``RUN_KEYS`` (others are refused naming the fields; word lengths, epochs and the float twin may change);
+each arithmetic is a sub-run (``float``, ``w10_i2``, ...) with a checksummed ``checkpoint.pt`` written
+atomically after every epoch (state and history in one file; the previous one kept) and ``result.json``
+when it is done; a rerun skips finished sub-runs, continues partial ones, and extends them when
+``epochs`` grows.
 Library code: nothing here prints; progress goes to the ``notify`` callback.
 """
 

@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Callable
 
 from ... import io
-from ...config import ConfigError, parse
+from ...config import parse
+from ...runs import RunStore, canonical
 from ...hardware import FixedFormats, FixedMLP, FloatMLP, HardwareError, fixed_from_float, initial_weights
 from ...hardware.train import float_twin, load_checkpoint, train_epochs
 from ...topology import NetworkTopology
@@ -49,25 +50,20 @@ def _train_run(
                 rounding=None if formats is None else cfg.rounding, lr_shift=cfg.lr_shift)
     history = train_epochs(net, data.x_train, data.y_train, data.x_test, data.y_test, n_classes=data.n_classes,
                            epochs=cfg.epochs, batch_size=cfg.batch_size, lr_shift=cfg.lr_shift, seed=cfg.seed,
-                           checkpoint=sub / "checkpoint.npz", row=base,
+                           checkpoint_path=sub / CHECKPOINT,
+                           checkpoint_settings={"run": _run_settings(cfg), "label": label}, row=base,
                            notify=(lambda row: notify(label, row)) if notify else None)
     io.write_json(result, {"label": label, "word": word, "config": cfg.model_dump(mode="json"),
                            "history": history})
     return history
 
 
-def _check_run_dir(cfg: FixedStudyConfig, run_dir: Path) -> None:
-    path = run_dir / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        new = cfg.model_dump(mode="json")
-        diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in RUN_KEYS if old.get(k) != new[k]]
-        if diff:
-            raise ConfigError(
-                f"run directory {run_dir} holds a study with other settings ({'; '.join(diff)}); "
-                "use another --run-dir (only word_bits, int_bits, epochs and float_baseline may change on resume)"
-            )
-    io.write_json(path, cfg.model_dump(mode="json"))
+CHECKPOINT = "checkpoint.pt"
+
+
+def _run_settings(cfg: FixedStudyConfig) -> dict:
+    """The settings every sub-run's result depends on (``run.json`` of the study)."""
+    return {k: v for k, v in canonical(cfg).items() if k in RUN_KEYS}
 
 
 def run_fixed_study(
@@ -76,9 +72,13 @@ def run_fixed_study(
     *,
     data: StudyData | None = None,
     notify: Callable[[str, dict], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, list[dict]]:
     """Train the float twin and every word length (resuming), write ``epochs.csv``, ``summary.csv``,
     ``fixed_vs_float.png`` and ``report.md`` in ``run_dir``.
+
+    A ``run_dir`` holding a study of other settings (those of ``RUN_KEYS``) is refused naming the fields,
+    unless ``overwrite`` (then cleared); word lengths, epochs and the float twin may change on a rerun.
 
     Returns ``{"epochs": rows, "summary": rows}``: per (run, epoch) ``label, arithmetic, word_bits,
     int_bits, frac_bits, epoch, test_acc, train_loss, saturated, weights_changed, epoch_time_s``; per run
@@ -86,14 +86,15 @@ def run_fixed_study(
     """
     run_dir = Path(run_dir)
     topo = validate_study(cfg)
-    _check_run_dir(cfg, run_dir)
-    data = data or load_study_data(cfg)
-    runs: list[tuple[int, int] | None] = ([None] if cfg.float_baseline else []) + cfg.words()
-    epochs_rows: list[dict] = []
-    for word in runs:
-        epochs_rows += _train_run(cfg, word, topo, data, run_dir / cfg.label(word), notify)
-    summary = _summary(epochs_rows, cfg)
-    write_outputs(epochs_rows, summary, run_dir, cfg, topo, data)
+    with RunStore(run_dir, _run_settings(cfg), command="hw fixed", overwrite=overwrite):
+        io.write_json(run_dir / "config.json", cfg.model_dump(mode="json"))  # the full config, for load_trained_fixed
+        data = data or load_study_data(cfg)
+        runs: list[tuple[int, int] | None] = ([None] if cfg.float_baseline else []) + cfg.words()
+        epochs_rows: list[dict] = []
+        for word in runs:
+            epochs_rows += _train_run(cfg, word, topo, data, run_dir / cfg.label(word), notify)
+        summary = _summary(epochs_rows, cfg)
+        write_outputs(epochs_rows, summary, run_dir, cfg, topo, data)
     return {"epochs": epochs_rows, "summary": summary}
 
 
@@ -120,7 +121,7 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
     """The trained fixed-point network of a study sub-run (e.g. ``runs/hw_fixed/w10_i2``), its study
     config and its ``z`` (for :func:`~sparseforge.hardware.export_network`)."""
     sub = Path(sub_run)
-    cfg_path, ckpt = sub.parent / "config.json", sub / "checkpoint.npz"
+    cfg_path, ckpt = sub.parent / "config.json", sub / CHECKPOINT
     if not cfg_path.exists() or not ckpt.exists():
         raise HardwareError(f"{sub} is not a sub-run of a fixed-point study (needs {cfg_path} and {ckpt})")
     raw = json.loads(cfg_path.read_text())
@@ -135,5 +136,5 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
         word = (int(m.group(1)), int(m.group(2)))
     topo = build_topology(cfg)
     net = fixed_from_float(topo, initial_weights(topo, cfg.seed), None, study_formats(cfg, tuple(word)))
-    net, _ = load_checkpoint(ckpt, net)
+    net, _ = load_checkpoint(ckpt, net)  # type: ignore[misc]  (the file exists: checked above)
     return net, cfg, cfg.z  # type: ignore[return-value]

@@ -2,7 +2,7 @@
 
 One run directory holds::
 
-    config.json
+    run.json               the settings (a RunStore: other settings are refused, variants may be added)
     baseline/              fit() run of the dense baseline (checkpoint, metrics.csv, result.json)
     <variant>/ssl/         fit() run with the GroupLasso callback, started from the baseline weights
     <variant>/finetune/    optional fit() run with the learned structure frozen (FreezeZeroGroups)

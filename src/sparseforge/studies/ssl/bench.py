@@ -3,12 +3,10 @@ conv/linear layer on its own traced input (explicit threads; original and thinne
 
 from __future__ import annotations
 
-import math
-import time
-
 import torch
 from torch import nn
 
+from ...runs.timing import interleaved_times
 from ...ssl import layer_inputs
 
 
@@ -19,16 +17,8 @@ def time_pair(a: nn.Module, xa: torch.Tensor, b: nn.Module, xb: torch.Tensor, re
     """Seconds per forward call of ``a(xa)`` and ``b(xb)``: min over ``repeats`` of the mean of ``number``
     calls, the two timed alternately so that both see the same machine load (after one warm-up call each).
     Uses the current torch thread setting."""
-    a(xa)
-    b(xb)
-    best = [math.inf, math.inf]
-    for _ in range(repeats):
-        for k, (m, x) in enumerate(((a, xa), (b, xb))):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                m(x)
-            best[k] = min(best[k], (time.perf_counter() - t0) / number)
-    return best[0], best[1]
+    t = interleaved_times({0: lambda: a(xa), 1: lambda: b(xb)}, repeats, warmup=1, number=number)
+    return t[0], t[1]
 
 
 def submodule(model: nn.Module, name: str) -> nn.Module | None:

@@ -26,7 +26,8 @@ from ...ssl import (
     ssl_groups,
     thin,
 )
-from ...train import Callback, evaluate, fit
+from ...runs import RunStore, canonical
+from ...train import Callback, evaluate, fit, load_checkpoint
 from .bench import benchmark, submodule, time_pair
 from .report import write_outputs
 from .schema import MODELS, SSLSpec, Variant
@@ -49,10 +50,10 @@ def _baseline(cfg: SSLSpec, data: DataSplits, run_dir: Path, callbacks_for) -> t
     model = build_model(cfg.model, data)
     src = Path(cfg.baseline_from) if cfg.baseline_from else run_dir / "baseline"
     if cfg.baseline_from:
-        ckpt = src / "checkpoint.pt"
-        if not ckpt.exists():
+        loaded = load_checkpoint(src / "checkpoint.pt", check_settings=False)  # refuses a damaged one
+        if loaded is None:
             raise FileNotFoundError(f"baseline_from={cfg.baseline_from}: no checkpoint.pt there; run that recipe first")
-        state = torch.load(ckpt, weights_only=False)
+        state = loaded.payload
         model.load_state_dict(state["model"])
         _, acc = evaluate(model, data.test)
         return model, {"test_acc": acc, "epochs": state["epoch"], "source": str(src)}
@@ -190,52 +191,62 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str:
 
 
 def run_ssl(cfg: SSLSpec, run_dir: str | Path, *, data: DataSplits | None = None,
-            callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: ()) -> dict:
+            callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (), overwrite: bool = False) -> dict:
     """Run (or resume) the whole recipe and write its tables, plots and report. Returns
-    ``{"baseline": result, "variants": [result, ...]}`` (see :func:`analyse`)."""
+    ``{"baseline": result, "variants": [result, ...]}`` (see :func:`analyse`).
+
+    ``run_dir`` is a :class:`~sparseforge.runs.RunStore`: a run of other baseline, data or benchmark settings
+    is refused naming the fields (unless ``overwrite``); variants may be added, and a finished variant is
+    reused only under its own settings."""
     run_dir = Path(run_dir)
     data = data or cfg.data.load()
-    io.write_json(run_dir / "config.json", cfg)
-    base_model, base_info = _baseline(cfg, data, run_dir, callbacks_for)
-    base_file = run_dir / "baseline" / "analysis.json"
-    if base_file.exists():
-        base = json.loads(base_file.read_text())
-    else:
-        base = analyse("baseline", copy.deepcopy(base_model), base_model, data, cfg, None)
-        base.update(base_info)
-        io.write_json(base_file, base)
-    results = []
-    for v in cfg.variants:
-        vdir = run_dir / v.name
-        rfile = vdir / "result.json"
-        settings = _variant_settings(cfg, v)
-        if rfile.exists():
-            done = json.loads(rfile.read_text())
-            _check_same_settings(v.name, vdir, done.get("settings"), settings)
-            results.append(done)
-            continue
-        model = copy.deepcopy(base_model)
-        reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
-        st = _fit(model, data, cfg.ssl_config(), [reg], vdir / "ssl", f"{v.name} ssl", callbacks_for)
-        history = list(st.history)
-        if cfg.ssl.finetune_epochs > 0:
-            freeze = FreezeZeroGroups(ssl_groups(model, **{k: 1.0 for k in v.coefficients()}))
-            st = _fit(model, data, cfg.finetune_config(), [freeze], vdir / "finetune", f"{v.name} finetune",
-                      callbacks_for)
-            history += st.history
-        res = analyse(v.name, model, base_model, data, cfg, vdir)
-        res.update(variant={**v.model_dump(), "layer_scale": [list(p) for p in v.layer_scale.items()]}, history=history, settings=settings)
-        io.write_json(rfile, res)
-        results.append(res)
-    out = {"baseline": base, "variants": results}
-    write_outputs(out, run_dir, cfg)
+    run_settings = {k: v for k, v in canonical(cfg).items() if k != "threads"}
+    with RunStore(run_dir, run_settings, command="ssl", overwrite=overwrite, mutable=("variants",)):
+        base_model, base_info = _baseline(cfg, data, run_dir, callbacks_for)
+        base_file = run_dir / "baseline" / "analysis.json"
+        if base_file.exists():
+            base = json.loads(base_file.read_text())
+        else:
+            base = analyse("baseline", copy.deepcopy(base_model), base_model, data, cfg, None)
+            base.update(base_info)
+            io.write_json(base_file, base)
+        results = []
+        for v in cfg.variants:
+            vdir = run_dir / v.name
+            rfile = vdir / "result.json"
+            settings = _variant_settings(cfg, v)
+            if rfile.exists():
+                done = json.loads(rfile.read_text())
+                _check_same_settings(v.name, vdir, done.get("settings"), settings)
+                results.append(done)
+                continue
+            model = copy.deepcopy(base_model)
+            reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
+            st = _fit(model, data, cfg.ssl_config(), [reg], vdir / "ssl", f"{v.name} ssl", callbacks_for)
+            history = list(st.history)
+            if cfg.ssl.finetune_epochs > 0:
+                freeze = FreezeZeroGroups(ssl_groups(model, **{k: 1.0 for k in v.coefficients()}))
+                st = _fit(model, data, cfg.finetune_config(), [freeze], vdir / "finetune", f"{v.name} finetune",
+                          callbacks_for)
+                history += st.history
+            res = analyse(v.name, model, base_model, data, cfg, vdir)
+            res.update(variant=_variant_row(v), history=history, settings=settings)
+            io.write_json(rfile, res)
+            results.append(res)
+        out = {"baseline": base, "variants": results}
+        write_outputs(out, run_dir, cfg)
     return out
+
+
+def _variant_row(v: Variant) -> dict:
+    """A variant's fields as JSON values, ``layer_scale`` as ``[[layer, multiplier], ...]``."""
+    return {**v.model_dump(), "layer_scale": [list(p) for p in v.layer_scale.items()]}
 
 
 def _variant_settings(cfg: SSLSpec, v: Variant) -> dict:
     """What a variant's result depends on (besides the baseline), as plain JSON values."""
     return json.loads(json.dumps(dict(
-        variant={**v.model_dump(), "layer_scale": [list(p) for p in v.layer_scale.items()]}, ssl=dataclasses.asdict(cfg.ssl_config()),
+        variant=_variant_row(v), ssl=dataclasses.asdict(cfg.ssl_config()),
         finetune=dataclasses.asdict(cfg.finetune_config()) if cfg.ssl.finetune_epochs > 0 else None,
         bench=dict(batch=cfg.bench.batch, repeats=cfg.bench.repeats, number=cfg.bench.number,
                    threads=cfg.bench.threads)), default=str))
