@@ -1,5 +1,8 @@
 """Fixed-point arithmetic as the edge-processing hardware does it, and a bit-accurate training step.
 
+Length (over 500 lines, on purpose): the formats, the ROM tables and the step functions share the word-width
+bookkeeping that proves no int64 intermediate overflows; kept in one module so that the proof reads in one place.
+
 Number format. :class:`FixedPoint` ``(word_bits, int_bits, signed)`` stores a value as an integer ``k``
 of ``word_bits`` bits (two's complement when signed) meaning ``k * 2**-frac_bits``, with
 ``frac_bits = word_bits - int_bits - (1 if signed else 0)``; e.g. ``FixedPoint(10, 2)`` is 1 sign bit,
