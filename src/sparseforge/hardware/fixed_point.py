@@ -60,6 +60,7 @@ __all__ = [
     "forward_fixed",
     "forward_float",
     "init_fixed_mlp",
+    "initial_weights",
     "predict_fixed",
     "to_float",
     "train_step_fixed",
