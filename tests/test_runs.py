@@ -207,7 +207,7 @@ def test_checkpoint_round_trip_and_keeps_the_last_two(tmp_path):
     assert load_checkpoint(tmp_path / "none.pt") is None
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "truncated", "empty", "flipped"])
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "truncated_header", "empty", "flipped"])
 def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
     path = _saved(tmp_path)
     raw = bytearray(path.read_bytes())
@@ -215,6 +215,8 @@ def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
         raw[len(raw) // 2 : len(raw) // 2 + 2000] = bytes(2000)
     elif damage == "truncated":
         raw = raw[: len(raw) - 100]
+    elif damage == "truncated_header":
+        raw = raw[:40]
     elif damage == "empty":
         raw = bytearray()
     else:
@@ -222,7 +224,8 @@ def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
     path.write_bytes(bytes(raw))
     with pytest.raises(RunError) as e:
         load_checkpoint(path, settings=SETTINGS)
-    expected = {"zeroed": "sha256", "truncated": "truncated", "empty": "empty", "flipped": "sha256"}[damage]
+    expected = {"zeroed": "sha256", "truncated": "truncated", "truncated_header": "truncated", "empty": "empty",
+                "flipped": "sha256"}[damage]
     assert expected in str(e.value) and str(path) in str(e.value) and "--overwrite" in str(e.value)
 
 

@@ -127,8 +127,10 @@ def _read_one(path: Path, settings: Any, check_settings: bool) -> Any:
     if not raw.startswith(MAGIC):
         raise RunError(f"checkpoint {path} is damaged or not a sparseforge checkpoint (no header)")
     end = raw.find(b"\n", len(MAGIC))
+    if end < 0:
+        raise RunError(f"checkpoint {path} is truncated or damaged (its header is incomplete)")
     try:
-        header = json.loads(raw[len(MAGIC):end]) if end > 0 else None
+        header = json.loads(raw[len(MAGIC):end])
         sha, size = header["sha256"], int(header["size"])
     except (ValueError, TypeError, KeyError):
         raise RunError(f"checkpoint {path} is damaged (unreadable header)") from None
