@@ -26,11 +26,12 @@ _register_subcommands()
 def main() -> None:
     """Console entry point: user errors become one clear line and exit status 2."""
     from ..config import ConfigError
+    from ..errors import MissingExtra
     from ..topology import TopologyError
 
     from ..hardware import HardwareError
 
-    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError)
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError, MissingExtra)
     try:
         from ..data import DatasetUnavailable
 
@@ -41,7 +42,9 @@ def main() -> None:
         # not standalone, a command's typer.Exit(code) comes back as the return value, not as an exception
         status = app(standalone_mode=False)
     except known as e:
-        err.print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}")  # escaped: "sparseforge[search]" is not markup
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
