@@ -18,6 +18,9 @@ if TYPE_CHECKING:  # the layers below load torch; imported where used, so valida
     from .topology import NetworkTopology
     from .train import TrainConfig
 
+if TYPE_CHECKING:
+    from .data import DataSplits
+
 
 
 class _Strict(BaseModel):
@@ -61,12 +64,22 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
+    """A dataset by name (see :data:`sparseforge.data.DATASETS`): ``limit`` samples per split (None: all),
+    split and shuffled by ``seed``; ``options`` go to the loader."""
+
     name: str = "mnist"
     root: Path | None = None
     val_size: int | float | None = None
     limit: int | None = Field(default=None, gt=0)
     seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. {variant: difficult}")
+
+    def load(self) -> "DataSplits":
+        """The train/val/test splits this spec names."""
+        from .data import load_dataset
+
+        return load_dataset(self.name, root=self.root, val_size=self.val_size, seed=self.seed, limit=self.limit,
+                            **self.options)
 
 
 class TrainFields(_Strict):

@@ -40,6 +40,7 @@ _register_subcommands()
 _USER_ERRORS = (
     ("sparseforge.errors", "ConfigError"),      # also the base of the data layer's DataError
     ("sparseforge.errors", "DataError"),
+    ("sparseforge.errors", "MissingExtra"),
     ("sparseforge.topology.pattern", "TopologyError"),
     ("sparseforge.hardware.junction", "HardwareError"),
     ("sparseforge.data.base", "DatasetUnavailable"),
