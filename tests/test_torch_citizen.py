@@ -1,0 +1,138 @@
+"""SparseLinear / SparseMLP as PyTorch modules: torch.compile(fullgraph), torch.export, and inputs taken as
+nn.Linear takes them, each against eager or the dense float64 reference, on every backend."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sparseforge import SparseLinear, SparseMLP, design
+from sparseforge.kernels import native, use_backend
+from sparseforge.topology import random_uniform, structured
+
+needs_native = pytest.mark.skipif(not native.available(), reason="native kernels cannot be built here")
+BACKENDS = ["stock", pytest.param("native", marks=needs_native)]
+
+
+def mlp(seed: int = 0) -> SparseMLP:
+    torch.manual_seed(seed)
+    return SparseMLP(design((48, 24, 10), density=0.25, seed=seed))
+
+
+def dense_linear(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
+    """The float64 reference ``x W^T + b`` from the layer's dense weight."""
+    return x.double() @ layer.to_dense().double().t() + layer.bias.detach().double()
+
+
+# ---------------------------------------------------------------------------------------------- compile
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_compile_fullgraph_forward_and_training_step_equal_eager(backend):
+    torch._dynamo.reset()
+    model = mlp()
+    x, y = torch.randn(16, 48), torch.randint(0, 10, (16,))
+
+    def loss_fn(x, y):
+        return F.cross_entropy(model(x), y)
+
+    with use_backend(backend):
+        compiled = torch.compile(loss_fn, fullgraph=True)  # fullgraph: any graph break is an error
+        loss_c = compiled(x, y)
+        loss_c.backward()
+        grads_c = [p.grad.clone() for p in model.parameters()]
+        model.zero_grad()
+        loss_e = loss_fn(x, y)
+        loss_e.backward()
+        grads_e = [p.grad.clone() for p in model.parameters()]
+        torch.testing.assert_close(loss_c, loss_e, atol=1e-5, rtol=1e-5)
+        for gc, ge in zip(grads_c, grads_e):
+            torch.testing.assert_close(gc, ge, atol=1e-5, rtol=1e-5)
+        # a full step with the optimizer: the compiled model trains as eager does
+        opt = torch.optim.SGD(model.parameters(), lr=0.1)
+        opt.step()
+        torch.testing.assert_close(torch.compile(model, fullgraph=True)(x), model(x), atol=1e-5, rtol=1e-5)
+
+
+# ----------------------------------------------------------------------------------------------- export
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_torch_export_program_runs_and_matches_eager(backend):
+    model = mlp(1).eval()
+    x = torch.randn(7, 48)
+    with use_backend(backend):
+        program = torch.export.export(model, (x,))
+        ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+        assert "sparseforge_ell.linear.default" in ops
+        torch.testing.assert_close(program.module()(x), model(x), atol=1e-6, rtol=1e-6)
+        other = torch.randn(7, 48)
+        torch.testing.assert_close(program.module()(other), model(other), atol=1e-6, rtol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("shape", [(5, 3, 30), (0, 30), (2, 2, 2, 30), (30,)])
+def test_any_leading_shape_and_empty_batch_match_dense(backend, shape):
+    torch.manual_seed(0)
+    layer = SparseLinear(random_uniform(30, 20, density=0.3, seed=0))
+    x = torch.randn(shape, requires_grad=True)
+    with use_backend(backend):
+        y = layer(x)
+        assert y.shape == shape[:-1] + (20,)
+        torch.testing.assert_close(y.double(), dense_linear(layer, x.detach()), atol=1e-5, rtol=1e-5)
+        y.sum().backward()
+    w = layer.to_dense()
+    torch.testing.assert_close(x.grad, torch.ones(shape[:-1] + (20,)) @ w, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_non_contiguous_and_float64_inputs_match_dense(backend):
+    torch.manual_seed(0)
+    layer = SparseLinear(structured(32, 16, 4, seed=0), dtype=torch.float64)
+    base = torch.randn(32, 9, dtype=torch.float64)
+    x = base.t()[::2]  # [5, 32], non-contiguous (strided rows and columns)
+    assert not x.is_contiguous()
+    with use_backend(backend):
+        torch.testing.assert_close(layer(x), dense_linear(layer, x), atol=1e-12, rtol=1e-12)
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_half_precision_forward_and_backward_compute_in_float32(backend, dtype):
+    torch.manual_seed(0)
+    ref = SparseLinear(structured(32, 16, 4, seed=0))
+    layer = SparseLinear(ref.pattern, dtype=dtype)
+    layer.load_state_dict(ref.state_dict())
+    x = torch.randn(6, 32).to(dtype).requires_grad_()
+    with use_backend(backend):
+        y = layer(x)
+        assert y.dtype == dtype
+        y.float().sum().backward()
+    assert layer.weight.grad.dtype == dtype and x.grad.dtype == dtype
+    expect = dense_linear(layer, x.detach().float())
+    tol = 1e-2 if dtype == torch.float16 else 5e-2
+    torch.testing.assert_close(y.double(), expect, atol=tol, rtol=tol)
+    torch.testing.assert_close(x.grad.double(), torch.ones(6, 16, dtype=torch.float64) @ layer.to_dense().double(),
+                               atol=tol, rtol=tol)
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda: SparseLinear(None), "needs a sparseforge.Pattern"),
+    (lambda: SparseMLP((64, 10)), "needs a sparseforge.NetworkTopology"),
+    (lambda: SparseLinear(structured(8, 4, 2, seed=0), dtype=torch.int32), "allowed dtypes are float32, float64"),
+    (lambda: SparseLinear(structured(8, 4, 2, seed=0))(torch.randn(5, 7)), "last dimension must be in_features=8"),
+    (lambda: SparseLinear(structured(8, 4, 2, seed=0))(torch.randn(5, 8, dtype=torch.float64)),
+     "x_fm is torch.float64 but the values are torch.float32"),
+    (lambda: SparseLinear(structured(8, 4, 2, seed=0))(torch.ones(5, 8, dtype=torch.int64)),
+     "sparse products take float32, float64, float16, bfloat16"),
+    (lambda: mlp()(torch.randn(5, 47)), r"expected \[\*, 48\]"),
+    (lambda: mlp()(torch.randn(5, 48, dtype=torch.float64)), "input is torch.float64 but the model is torch.float32"),
+])
+def test_bad_arguments_are_one_clear_value_error(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()
+
+
+def test_mlp_takes_sequences_images_and_empty_batches():
+    model = mlp()
+    x = torch.randn(3, 4, 48)
+    torch.testing.assert_close(model(x), model(x.reshape(12, 48)).reshape(3, 4, 10))
+    img = torch.randn(5, 3, 4, 4)  # 48 values per sample
+    torch.testing.assert_close(model(img), model(img.reshape(5, 48)))
+    assert model(torch.randn(0, 48)).shape == (0, 10)
