@@ -15,6 +15,7 @@ from .topology import (
     radix_net,
 )
 from .train import Callback, TrainConfig, evaluate, fit
+from .deploy import export, load, predict
 
 __version__ = "0.1.0"
 
@@ -32,8 +33,11 @@ __all__ = [
     "allocate_density",
     "design",
     "evaluate",
+    "export",
     "fit",
     "fully_connected",
+    "load",
     "load_dataset",
+    "predict",
     "radix_net",
 ]
