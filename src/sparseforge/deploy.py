@@ -29,12 +29,11 @@ SPEC, CHECKPOINT, RESULT = "spec.json", "checkpoint.pt", "result.json"
 def _example(model: nn.Module, example: torch.Tensor | None) -> torch.Tensor:
     if example is not None:
         return example
-    topology = getattr(model, "topology", None)
-    if isinstance(topology, NetworkTopology):
+    if isinstance(model, SparseMLP):
         param = next(model.parameters())
-        return torch.zeros(2, topology.sizes[0], dtype=param.dtype, device=param.device)
-    raise ValueError(f"export: give example=<an input tensor> for a {type(model).__name__} (only models with a "
-                     "`topology` attribute have a known input shape)")
+        return torch.zeros(2, model.topology.sizes[0], dtype=param.dtype, device=param.device)
+    raise ValueError(f"export: give example=<an input tensor> for a {type(model).__name__} (only a SparseMLP "
+                     "has a known input shape)")
 
 
 def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
@@ -46,7 +45,7 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
         path: the file to write (atomically).
         format: ``"onnx"`` (opset 17, dynamic batch dimension; input ``x``, output ``y``) or ``"torchscript"``
             (``torch.jit.trace``; load with ``torch.jit.load``).
-        example: an input ``[batch, ...]``; default ``zeros(2, N_0)`` for models with a ``topology``.
+        example: an input ``[batch, ...]``; default ``zeros(2, N_0)`` for a SparseMLP.
     Raises:
         ValueError: unknown ``format`` (the message lists the allowed ones) or no ``example`` when needed.
     """
