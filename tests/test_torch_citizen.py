@@ -13,9 +13,14 @@ needs_native = pytest.mark.skipif(not native.available(), reason="native kernels
 BACKENDS = ["stock", pytest.param("native", marks=needs_native)]
 
 
-def mlp(seed: int = 0) -> SparseMLP:
+def mlp(seed: int = 0, density: float = 0.25) -> SparseMLP:
+    """Sparse junctions (SparseLinear) or, with density 1, dense ones (nn.Linear)."""
     torch.manual_seed(seed)
-    return SparseMLP(design((48, 24, 10), density=0.25, seed=seed))
+    return SparseMLP(design((48, 24, 10), density=density, seed=seed))
+
+
+# (backend, density): SparseLinear on each backend, and the nn.Linear baseline (density 1)
+CASES = [("stock", 0.25), pytest.param("native", 0.25, marks=needs_native), ("stock", 1.0)]
 
 
 def dense_linear(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
@@ -24,10 +29,11 @@ def dense_linear(layer: SparseLinear, x: torch.Tensor) -> torch.Tensor:
 
 
 # ---------------------------------------------------------------------------------------------- compile
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_compile_fullgraph_forward_and_training_step_equal_eager(backend):
+@pytest.mark.parametrize("backend, density", CASES)
+def test_compile_fullgraph_forward_and_training_step_equal_eager(backend, density):
     torch._dynamo.reset()
-    model = mlp()
+    model = mlp(density=density)
+    assert all(isinstance(m, SparseLinear) != (density == 1) for m in model.layers)
     x, y = torch.randn(16, 48), torch.randint(0, 10, (16,))
 
     def loss_fn(x, y):
@@ -52,14 +58,14 @@ def test_compile_fullgraph_forward_and_training_step_equal_eager(backend):
 
 
 # ----------------------------------------------------------------------------------------------- export
-@pytest.mark.parametrize("backend", BACKENDS)
-def test_torch_export_program_runs_and_matches_eager(backend):
-    model = mlp(1).eval()
+@pytest.mark.parametrize("backend, density", CASES)
+def test_torch_export_program_runs_and_matches_eager(backend, density):
+    model = mlp(1, density).eval()
     x = torch.randn(7, 48)
     with use_backend(backend):
         program = torch.export.export(model, (x,))
         ops = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
-        assert "sparseforge_ell.linear.default" in ops
+        assert ("sparseforge_ell.linear.default" in ops) == (density < 1)
         torch.testing.assert_close(program.module()(x), model(x), atol=1e-6, rtol=1e-6)
         other = torch.randn(7, 48)
         torch.testing.assert_close(program.module()(other), model(other), atol=1e-6, rtol=1e-6)
