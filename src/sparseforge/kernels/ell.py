@@ -92,8 +92,7 @@ class SparseLayout:
     def _unchecked(cls, **values) -> SparseLayout:
         """A layout from fields already validated (inside the registered ops): no O(edges) checks."""
         layout = object.__new__(cls)
-        for f in fields(cls):
-            object.__setattr__(layout, f.name, values.get(f.name, f.default))
+        layout.__dict__.update(_DEFAULTS, **values)  # not setattr: the dataclass is frozen (and this is hot)
         return layout
 
     @property
@@ -108,6 +107,9 @@ class SparseLayout:
         """The same layout on another device."""
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return SparseLayout(**moved)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(SparseLayout)}
 
 
 def _validate(layout: SparseLayout) -> None:

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..kernels import SparseLayout
-from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, degree, linear_fm
+from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
 from ..topology import Pattern
 
 
@@ -99,9 +99,11 @@ class SparseLinear(nn.Module):
         """Feature-major forward: ``[n_in, batch] -> [n_out, batch]`` (no transposes)."""
         layout = self._layout
         check_operands(x_fm, self.weight, layout, self.bias)
-        # the buffers themselves (not the layout's references to them), so torch.export sees buffers
-        return linear_fm(x_fm, self.weight, self.bias, self.indptr, self.indices, self.t_indptr, self.t_indices,
-                         self.t_perm, layout.group, layout.t_group, degree(layout.ell), degree(layout.t_ell))
+        if not tracing():
+            return linear_fm(x_fm, self.weight, self.bias, layout)
+        # traced: the buffers themselves (not the layout's references to them), so torch.export sees buffers
+        return linear_fm(x_fm, self.weight, self.bias, layout,
+                         (self.indptr, self.indices, self.t_indptr, self.t_indices, self.t_perm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., n_in] -> [..., n_out]``."""
