@@ -78,12 +78,14 @@ def test_export_refuses_unknown_format_and_missing_example(tmp_path):
         export(convnet(), tmp_path / "m.onnx")
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("make", [mlp, lambda: mlp(1.0), lambda: nn.Linear(300, 10)])
-def test_state_dict_round_trip(make):
+def test_state_dict_round_trip(make, backend):
     model, x = make(), torch.randn(4, 300)
     fresh = make() if not isinstance(model, SparseMLP) else SparseMLP(model.topology)
     fresh.load_state_dict(model.state_dict())
-    torch.testing.assert_close(fresh(x), model(x), atol=0, rtol=0)
+    with use_backend(backend):
+        torch.testing.assert_close(fresh(x), model(x), atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------------------------------- topology files
@@ -156,8 +158,10 @@ def test_load_run_dir_gives_the_trained_model_in_eval_mode(run_dir, fc_run_dir, 
     state = torch.load(run_dir / "checkpoint.pt", weights_only=True)["model"]
     for k, v in model.state_dict().items():
         assert torch.equal(v, state[k]), k
-    res = predict(run_dir)
-    assert res["test_acc"] == res["recorded_test_acc"] and res["test_acc"] > 0.3  # chance is 0.1
+    for backend in ("stock", "native") if native.available() else ("stock",):
+        with use_backend(backend):
+            res = predict(run_dir)
+        assert res["test_acc"] == res["recorded_test_acc"] and res["test_acc"] > 0.3, backend  # chance is 0.1
 
 
 def test_cli_predict_prints_the_recorded_accuracy_and_export_runs_in_onnxruntime(run_dir, tmp_path):
