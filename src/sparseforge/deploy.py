@@ -16,11 +16,12 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError
+from .errors import ConfigError, RunError
 from .io import atomic_path
 from .nn import SparseMLP
 from .nn.portable import to_standard_ops
 from .topology import NetworkTopology, Pattern
+from .train.checkpoint import load_checkpoint
 
 FORMATS = ("onnx", "torchscript")
 SPEC, CHECKPOINT, RESULT = "spec.json", "checkpoint.pt", "result.json"
@@ -92,16 +93,20 @@ def load(run_dir: str | os.PathLike) -> SparseMLP:
 
     The topology is read from the checkpoint itself (each layer's pattern buffers), checked against the
     run's ``spec.json`` sizes. Raises :class:`~sparseforge.errors.ConfigError` (one line) when the directory
-    is not a finished train run or its checkpoint does not fit its spec.
+    is not a finished train run or its checkpoint does not fit its spec, and
+    :class:`~sparseforge.errors.RunError` when the latest checkpoint is damaged (its checksum fails: the
+    previous one is not used, it is not the model the run finished with).
     """
     run_dir = Path(run_dir)
     spec = json.loads(_run_file(run_dir, SPEC).read_text())
     ckpt_path = _run_file(run_dir, CHECKPOINT)
+    loaded = load_checkpoint(ckpt_path, check_settings=False)  # checksummed; RunError when damaged
+    if loaded is None or loaded.skipped:  # an older .prev file is not the model the run finished with
+        raise RunError(f"{ckpt_path} cannot be used: " + "; ".join(loaded.skipped if loaded else ["missing"]))
     try:
-        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=True)
-        state = ckpt["model"]
-    except Exception as exc:  # truncated, zeroed, not a checkpoint
-        raise ConfigError(f"{ckpt_path} cannot be read as a checkpoint ({type(exc).__name__}: {exc})") from None
+        state = {k: v.cpu() for k, v in loaded.payload["model"].items()}
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise RunError(f"{ckpt_path} holds no model state ({type(exc).__name__}: {exc})") from None
     try:
         sizes = [int(n) for n in spec["model"]["net"]]
         model = SparseMLP(_topology_from_state(sizes, state, str(spec["model"].get("family") or "custom"),
