@@ -176,3 +176,16 @@ def test_mlp_takes_sequences_images_and_empty_batches():
     img = torch.randn(5, 3, 4, 4)  # 48 values per sample
     torch.testing.assert_close(model(img), model(img.reshape(5, 48)))
     assert model(torch.randn(0, 48)).shape == (0, 10)
+
+
+def test_unknown_backend_in_the_environment_warns_instead_of_failing_the_import():
+    import os
+    import subprocess
+    import sys
+
+    env = dict(os.environ, SPARSEFORGE_BACKEND="bogus")
+    code = "import sparseforge.kernels as k; print(k.get_backend())"
+    proc = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.strip() == "auto", proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert "SPARSEFORGE_BACKEND='bogus' is not a kernel backend; allowed: 'auto', 'stock', 'native'" in proc.stderr
