@@ -14,6 +14,7 @@ _EXPORTS = {
     "NetworkTopology": "topology", "Pattern": "topology", "TopologyError": "topology",
     "allocate_density": "topology", "design": "topology", "fully_connected": "topology", "radix_net": "topology",
     "Callback": "train", "TrainConfig": "train", "evaluate": "train", "fit": "train",
+    "export": "deploy", "load": "deploy", "predict": "deploy",
 }
 
 
@@ -46,8 +47,11 @@ __all__ = [
     "allocate_density",
     "design",
     "evaluate",
+    "export",
     "fit",
     "fully_connected",
+    "load",
     "load_dataset",
+    "predict",
     "radix_net",
 ]
