@@ -4,7 +4,7 @@ The public API is re-exported here; everything else may change between versions.
 """
 
 from .data import DataSplits, DatasetUnavailable, load_dataset
-from .nn import DenseLinear, SparseLinear, SparseMLP
+from .nn import DenseLinear, SparseLinear, SparseMLP, SparsifyReport, sparsify
 from .topology import (
     NetworkTopology,
     Pattern,
@@ -27,6 +27,7 @@ __all__ = [
     "Pattern",
     "SparseLinear",
     "SparseMLP",
+    "SparsifyReport",
     "TopologyError",
     "TrainConfig",
     "allocate_density",
@@ -36,4 +37,5 @@ __all__ = [
     "fully_connected",
     "load_dataset",
     "radix_net",
+    "sparsify",
 ]
