@@ -14,9 +14,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__)
 
 def _register_subcommands() -> None:
     """Every command group has a module of its own; the order is the order of ``--help``."""
-    from . import bench, hw, prune, search, ssl, study, topology, train
+    from . import bench, conv2, hw, prune, search, ssl, study, topology, train
 
-    for module in (topology, train, bench, study, prune, ssl, search, hw):
+    for module in (topology, train, bench, study, conv2, prune, ssl, search, hw):
         module.register(app)
 
 

@@ -33,7 +33,35 @@ def _list() -> None:
         t.add_column(c)
     for s in list_studies():
         t.add_row(s["name"], s["title"], ", ".join(f"{k} ({v})" for k, v in s["settings"].items()))
+    from ..studies.transformer import SETTINGS
+
+    t.add_row("transformer", "ViT with pre-defined sparse feed-forward layers: accuracy and step time vs dense",
+              ", ".join(f"{k} ({len(v.densities)})" for k, v in SETTINGS.items()))
     out.print(t)
+
+
+def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
+    """``sparseforge study transformer``: a code-defined study (no YAML recipe)."""
+    import torch
+
+    from ..runs.progress import RichProgress
+    from ..studies.transformer import SETTINGS, run_transformer_study
+
+    if setting not in SETTINGS:
+        raise ConfigError(f"--setting={setting!r} is not a setting of study transformer; choose one of {sorted(SETTINGS)}")
+    cfg = SETTINGS[setting]
+    torch.set_num_threads(cfg.threads)
+    rd = run_dir or Path("runs") / f"study_transformer_{setting}"
+    if not quiet:
+        err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
+    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)],
+                                notify=lambda msg: None if quiet else err.print(msg))
+    for r in res["timing"]:
+        a = next(x for x in res["accuracy"] if x["label"] == r["label"])
+        out.print(f"FF density {100 * a['ff_density']:.3g}%: test acc {100 * a['test_acc']:.2f}%, "
+                  f"{a['params']:,} params; at d_model {r['d_model']}: train step {r['model_train_speedup']:.2f}x, "
+                  f"inference {r['model_infer_speedup']:.2f}x, FF fwd+bwd {r['ff_train_speedup']:.2f}x vs dense")
+    out.print(f"wrote {rd}/report.md, table.csv, timing.csv, accuracy_vs_density.png, speedup_vs_density.png")
 
 
 def register(app: typer.Typer) -> None:
@@ -56,6 +84,9 @@ def register(app: typer.Typer) -> None:
                 return
             if name is None:
                 raise ConfigError("give a study NAME (or --list to see them)")
+            if name == "transformer":
+                _transformer(setting, run_dir, quiet)
+                return
             from ..studies.densities import expand, load_recipe, seeds_for
 
             recipe = load_recipe(name)
