@@ -78,15 +78,15 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
+        if name == "transformer" and not list_:
+            _transformer(setting, run_dir, quiet)  # its errors go to main()'s boundary: one line, exit 2
+            return
         try:
             if list_:
                 _list()
                 return
             if name is None:
                 raise ConfigError("give a study NAME (or --list to see them)")
-            if name == "transformer":
-                _transformer(setting, run_dir, quiet)
-                return
             from ..studies.densities import expand, load_recipe, seeds_for
 
             recipe = load_recipe(name)

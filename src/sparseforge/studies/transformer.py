@@ -192,7 +192,7 @@ def run_transformer_study(
     acc = _train_rows(cfg, run_dir, data, callbacks_for)
     timing_file = run_dir / "timing.json"
     saved = json.loads(timing_file.read_text()) if timing_file.exists() else None
-    if saved and saved.get("config") == asdict(cfg):
+    if saved and saved.get("config") == json.loads(json.dumps(asdict(cfg))):
         timing = saved["rows"]
     else:
         notify(f"timing at d_model {cfg.timing_d_model}, d_ff {cfg.timing_d_ff}, {cfg.timing_tokens} tokens")
