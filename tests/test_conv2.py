@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -79,7 +80,7 @@ def test_run_conv2_trains_fc_and_sparse_writes_report_and_resumes(tmp_path):
 
 
 def _cli(*args, cwd):
-    return subprocess.run([sys.executable.replace("python", "sparseforge"), *args], capture_output=True, text=True,
+    return subprocess.run([str(Path(sys.executable).with_name("sparseforge")), *args], capture_output=True, text=True,
                           timeout=300, cwd=cwd)
 
 

@@ -175,3 +175,10 @@ def test_report_markdown_lists_every_layer():
     model = nn.Sequential(nn.Linear(32, 16), nn.ReLU(), nn.Linear(16, 4))
     text = str(sparsify(model, density=0.25))
     assert "| 0 | 16x32 | 25% | 25% | 4 / 8 | 128 |" in text and "| 2 (last layer) | 4x16 |" in text
+
+
+def test_a_layer_that_cannot_take_the_pattern_leaves_the_whole_model_unchanged():
+    model = nn.Sequential(nn.Linear(64, 64), nn.Linear(64, 32), nn.Linear(32, 20), nn.Linear(20, 20), nn.Linear(20, 2))
+    with pytest.raises(ValueError, match=r"layer '3' \(20 -> 20\), family 'clash_free'.*z=16 must divide"):
+        sparsify(model, density=0.25, family="clash_free", z=16)  # z=16 banks need n_in a multiple of 16
+    assert all(type(m) is nn.Linear for m in model)

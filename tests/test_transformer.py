@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 from dataclasses import replace
 
 import numpy as np
@@ -103,7 +104,7 @@ def test_medium_setting_times_the_width_the_issue_asks_for():
 
 
 def test_cli_study_transformer_bad_setting_is_one_line(tmp_path):
-    exe = sys.executable.replace("python", "sparseforge")
+    exe = str(Path(sys.executable).with_name("sparseforge"))
     r = subprocess.run([exe, "study", "transformer", "--setting", "huge"], capture_output=True, text=True,
                        timeout=300, cwd=tmp_path)
     assert r.returncode == 2 and "Traceback" not in r.stderr

@@ -229,39 +229,41 @@ def sparsify(
     last = all_linears[-1][1] if dense_last else None
     params_before = sum(p.numel() for p in model.parameters())
     targets = [(names, m) for names, m in candidates if m is not last]
-    requested = _densities(density, [names[0] for names, _ in targets]) if targets else []
     if not targets:
         raise ValueError(f"include={include!r} matched only the last layer {candidates[0][0][0]!r}, which "
                          f"dense_last=True keeps dense; pass dense_last=False to sparsify it")
-    attention_blocks = [m for m in model.modules() if isinstance(m, nn.TransformerEncoderLayer)]
-    reports = []
+    requested = _densities(density, [names[0] for names, _ in targets])
+    patterns: list[Pattern] = []  # every pattern first: a bad layer leaves the model unchanged
     for i, ((names, layer), rho) in enumerate(zip(targets, requested)):
-        n_in, n_out = layer.in_features, layer.out_features
-        nbias = n_out if layer.bias is not None else 0
         try:
-            topo = design((n_in, n_out), density=rho, family=family, seed=_layer_seed(seed, i), **family_options)
+            topo = design((layer.in_features, layer.out_features), density=rho, family=family,
+                          seed=_layer_seed(seed, i), **family_options)
         except TopologyError as e:
-            raise TopologyError(f"layer {names[0]!r} ({n_in} -> {n_out}), family {family!r}: {e}") from None
-        pattern: Pattern = topo.patterns[0]
-        d_out, d_in = pattern.d_out, pattern.d_in
+            raise TopologyError(f"layer {names[0]!r} ({layer.in_features} -> {layer.out_features}), family "
+                                f"{family!r}: {e}") from None
+        patterns.append(topo.patterns[0])
+    in_encoder = {id(m) for blk in model.modules() if isinstance(blk, nn.TransformerEncoderLayer) for m in blk.modules()}
+    reports = []
+    for i, ((names, layer), rho, pattern) in enumerate(zip(targets, requested, patterns)):
+        n_in, n_out = layer.in_features, layer.out_features
+        dense_params = n_in * n_out + (n_out if layer.bias is not None else 0)
         if pattern.density == 1.0:
-            reports.append(LayerReport(names[0], n_in, n_out, rho, 1.0, n_out, n_in, n_in * n_out,
-                                       n_in * n_out + nbias, n_in * n_out + nbias, "rounds to dense"))
+            reports.append(LayerReport(names[0], n_in, n_out, rho, 1.0, n_out, n_in, n_in * n_out, dense_params,
+                                       dense_params, "rounds to dense"))
             continue
         w = layer.weight
         if keep_weights:
             new = SparseLinear.from_dense(w.detach(), pattern, None if layer.bias is None else layer.bias.detach())
         else:
             new = SparseLinear(pattern, bias=layer.bias is not None, device=w.device, dtype=w.dtype)
-            gen = torch.Generator().manual_seed(_layer_seed(seed, i))
-            new.reset_parameters(generator=gen)
+            new.reset_parameters(generator=torch.Generator().manual_seed(_layer_seed(seed, i)))
         new.train(layer.training)
-        if any(layer is blk_mod for blk in attention_blocks for blk_mod in blk.modules()):
+        if id(layer) in in_encoder:
             new.register_forward_pre_hook(_no_fast_path)
         for name in names:
             model.set_submodule(name, new)
-        reports.append(LayerReport(names[0], n_in, n_out, rho, pattern.density, d_out, d_in, pattern.edges,
-                                   n_in * n_out + nbias, new.num_parameters()))
+        reports.append(LayerReport(names[0], n_in, n_out, rho, pattern.density, pattern.d_out, pattern.d_in,
+                                   pattern.edges, dense_params, new.num_parameters()))
     if last is not None and any(m is last for _, m in candidates):
         n_in, n_out = last.in_features, last.out_features
         p = n_in * n_out + (n_out if last.bias is not None else 0)
