@@ -22,7 +22,7 @@ from rich.table import Table
 from ..config import ConfigError
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 def _list() -> None:
