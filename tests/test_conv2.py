@@ -1,14 +1,16 @@
 """Seed 001's conv2 nets: recipes, savings computed from the model (checked by independent counting), runner, CLI."""
 
-import json
 import subprocess
 import sys
 from pathlib import Path
+
+from dataclasses import replace
 
 import pytest
 import torch
 
 from sparseforge.data import load_dataset
+from sparseforge.errors import ConfigError
 from sparseforge.nn.convnet import ConvNet
 from sparseforge.nn.conv_recipes import CONV_RECIPES, classifier_savings, conv_recipe
 from sparseforge.ssl.flops import layer_flops
@@ -73,10 +75,19 @@ def test_run_conv2_trains_fc_and_sparse_writes_report_and_resumes(tmp_path):
     assert sp["params"] < fc["params"] and 0 <= sp["test_acc"] <= 1
     report = (tmp_path / "report.md").read_text()
     assert "| overall param reduction (%) | 95.63 | 95.63 |" in report and "| sparse |" in report
-    mtime = (tmp_path / "sparse" / "result.json").stat().st_mtime_ns
+    mtime = (tmp_path / "results" / "sparse.json").stat().st_mtime_ns
     assert run_conv2(cfg, tmp_path, data=data)["accuracy"] == res["accuracy"]
-    assert (tmp_path / "sparse" / "result.json").stat().st_mtime_ns == mtime  # reused, not retrained
-    assert json.loads((tmp_path / "config.json").read_text())["recipe"] == "mnist-conv2"
+    assert (tmp_path / "results" / "sparse.json").stat().st_mtime_ns == mtime  # reused, not retrained
+    with pytest.raises(ConfigError, match="lr"):  # the run directory belongs to these settings
+        run_conv2(replace(cfg, lr=0.1), tmp_path, data=data)
+    assert run_conv2(replace(cfg, epochs=0), tmp_path, overwrite=True)["accuracy"] == []
+
+
+def test_bad_recipe_and_fan_out_count_are_named():
+    with pytest.raises(ValueError, match="recipe='resnet' is not known; choose one of"):
+        Conv2Config(recipe="resnet")
+    with pytest.raises(ValueError, match=r"fan_out=\[16\]: recipe 'mnist-conv2' has 2 classifier junctions"):
+        conv_recipe("mnist-conv2", fan_out=[16])
 
 
 def _cli(*args, cwd):
@@ -88,9 +99,7 @@ def test_cli_prints_the_savings_table_and_refuses_bad_input_in_one_line(tmp_path
     ok = _cli("conv2", "--epochs", "0", "--run-dir", str(tmp_path / "r"), cwd=tmp_path)
     assert ok.returncode == 0, ok.stderr
     assert "95.63" in ok.stdout and "18.29" in ok.stdout and "18.22" in ok.stdout
-    for args, msg in ((["--recipe", "resnet"], "recipe='resnet' is not known"),
-                      (["--fan-out", "16,7", "--epochs", "0"], "d_out=7"),
-                      (["--fan-out", "16", "--epochs", "0"], "has 2 classifier junctions, give 2 values"),
+    for args, msg in ((["--fan-out", "16,7", "--epochs", "0"], "d_out=7"),
                       (["--recipe", "cifar10-conv2", "--epochs", "1"], "CIFAR-10 is not bundled")):
         bad = _cli("conv2", *args, "--run-dir", str(tmp_path / "b"), cwd=tmp_path)
         assert bad.returncode == 2 and msg in " ".join(bad.stderr.split()), (args, bad.stderr)

@@ -26,6 +26,7 @@ def register(app: typer.Typer) -> None:
         seed: int = typer.Option(0),
         threads: int = typer.Option(2, help="torch threads"),
         run_dir: Optional[Path] = typer.Option(None, help="default runs/conv2_RECIPE; resumes"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a run of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Savings of a sparse classifier behind conv layers, computed from the model, beside seed 001's table."""
@@ -48,7 +49,8 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(threads)
         rd = run_dir or Path("runs") / f"conv2_{recipe}"
         try:
-            res = run_conv2(cfg, rd, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+            res = run_conv2(cfg, rd, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)],
+                            overwrite=overwrite)
         except ValueError as e:
             raise UserError(str(e)) from None
         out.print(rich_table(res["savings"], title=f"{recipe}: savings from the sparse classifier"))

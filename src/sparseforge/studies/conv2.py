@@ -2,14 +2,14 @@
 test accuracy of the fully-connected vs the sparse classifier after the same (short) training.
 
 Each model (``fc`` and ``sparse``) is a sub-run of the run directory with its own checkpoint, so a stopped run
-resumes; ``table.csv``, ``savings.csv`` and ``report.md`` are written atomically at the end.
+resumes (the run directory is a run store tied to the settings); ``table.csv``, ``savings.csv`` and
+``report.md`` are written atomically at the end.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -17,6 +17,7 @@ import torch
 
 from .. import io
 from ..data import DataSplits, load_dataset
+from ..runs import RunStore
 from ..nn.conv_recipes import CONV_RECIPES, classifier_savings, conv_recipe
 from ..train import Callback, TrainConfig, fit
 
@@ -73,44 +74,52 @@ def run_conv2(
     *,
     data: DataSplits | None = None,
     callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (),
+    overwrite: bool = False,
 ) -> dict:
     """Savings table, and (``epochs > 0``) FC vs sparse classifier trained identically from the same seed.
 
-    Returns ``{"savings": rows, "accuracy": rows}``; accuracy rows have ``model``, ``fan_out``, ``params``,
+    ``run_dir`` is a :class:`~sparseforge.runs.RunStore` tied to ``cfg`` (other settings are refused naming
+    the fields, unless ``overwrite``). Returns ``{"savings": rows, "accuracy": rows}``; accuracy rows have ``model``, ``fan_out``, ``params``,
     ``flops_per_sample``, ``test_acc``, ``val_acc``, ``train_time_s``.
     """
     run_dir = Path(run_dir)
     recipe = CONV_RECIPES[cfg.recipe]
     sparse = conv_recipe(cfg.recipe, fan_out=cfg.fan_out, seed=cfg.seed)
     savings = savings_rows(sparse, cfg.recipe)
-    io.write_json(run_dir / "config.json", asdict(cfg))
-    io.write_csv(run_dir / "savings.csv", savings)
     acc: list[dict] = []
-    if cfg.epochs > 0:
-        data = data or load_dataset(cfg.dataset or recipe.dataset, root=cfg.data_root, seed=cfg.seed, limit=cfg.limit)
-        if tuple(data.sample_shape) != recipe.in_shape or data.n_classes != recipe.n_classes:
-            raise ValueError(f"dataset {data.name} has samples {data.sample_shape} and {data.n_classes} classes; "
-                             f"recipe {cfg.recipe!r} needs {recipe.in_shape} and {recipe.n_classes}")
-        train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
-                                lr_schedule="cosine")
-        for label in ("fc", "sparse"):
-            result = run_dir / label / "result.json"
-            if result.exists():
-                acc.append(json.loads(result.read_text()))
-                continue
-            torch.manual_seed(cfg.seed)  # same conv initialisation for both
-            model = conv_recipe(cfg.recipe, fan_out=cfg.fan_out, dense=label == "fc", seed=cfg.seed)
-            t0 = time.perf_counter()
-            state = fit(model, data, train_cfg, callbacks=callbacks_for(label), run_dir=run_dir / label, resume=True)
-            row = dict(model=label, fan_out=[p.d_out for p in model.topology.patterns],
-                       cl_density=model.topology.rho_net, params=model.num_parameters(),
-                       flops_per_sample=model.flops_per_sample(), val_acc=state.history[-1]["val_acc"],
-                       test_acc=state.metrics["test_acc"], train_time_s=time.perf_counter() - t0)
-            io.write_json(result, row)
-            acc.append(row)
-        io.write_csv(run_dir / "table.csv", acc)
-    io.write_text(run_dir / "report.md", report_markdown(cfg, sparse.topology.sizes, savings, acc))
+    with RunStore(run_dir, cfg, command="conv2", overwrite=overwrite) as store:
+        io.write_csv(run_dir / "savings.csv", savings)
+        if cfg.epochs > 0:
+            data = data or load_dataset(cfg.dataset or recipe.dataset, root=cfg.data_root, seed=cfg.seed,
+                                        limit=cfg.limit)
+            if tuple(data.sample_shape) != recipe.in_shape or data.n_classes != recipe.n_classes:
+                raise ValueError(f"dataset {data.name} has samples {data.sample_shape} and {data.n_classes} "
+                                 f"classes; recipe {cfg.recipe!r} needs {recipe.in_shape} and {recipe.n_classes}")
+            acc = [_train(cfg, label, data, store, callbacks_for) for label in ("fc", "sparse")]
+            io.write_csv(run_dir / "table.csv", acc)
+        io.write_text(run_dir / "report.md", report_markdown(cfg, sparse.topology.sizes, savings, acc))
     return {"savings": savings, "accuracy": acc}
+
+
+def _train(cfg: Conv2Config, label: str, data: DataSplits, store: RunStore,
+           callbacks_for: Callable[[str], Sequence[Callback]]) -> dict:
+    """The row of the FC or sparse model: stored under ``label``, or trained now (resuming)."""
+    done = store.result(label)
+    if done is not None:
+        return done
+    torch.manual_seed(cfg.seed)  # same conv initialisation for both
+    model = conv_recipe(cfg.recipe, fan_out=cfg.fan_out, dense=label == "fc", seed=cfg.seed)
+    train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
+                            lr_schedule="cosine")
+    t0 = time.perf_counter()
+    state = fit(model, data, train_cfg, callbacks=callbacks_for(label), run_dir=store.path(label), resume=True,
+                settings={"conv2": store.hash, "label": label})
+    row = dict(model=label, fan_out=[p.d_out for p in model.topology.patterns], cl_density=model.topology.rho_net,
+               params=model.num_parameters(), flops_per_sample=model.flops_per_sample(),
+               val_acc=state.history[-1]["val_acc"], test_acc=state.metrics["test_acc"],
+               train_time_s=time.perf_counter() - t0)
+    store.save_result(label, row)
+    return row
 
 
 def report_markdown(cfg: Conv2Config, sizes: Sequence[int], savings: list[dict], acc: list[dict]) -> str:

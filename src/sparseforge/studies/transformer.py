@@ -17,9 +17,8 @@ Writes ``table.csv`` (accuracy), ``timing.csv``, ``report.md``, ``accuracy_vs_de
 
 from __future__ import annotations
 
-import json
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -30,9 +29,10 @@ from .. import io
 from ..data import DataSplits, load_dataset
 from ..nn.sparsify import sparsify
 from ..nn.transformer import FeedForward, sparse_vit
+from ..runs import RunStore
 from ..runs.plots import plot_metric_vs_density, save_figure, subplots
+from ..runs.timing import interleaved_times
 from ..train import Callback, TrainConfig, fit
-from .bench import interleaved_times
 
 __all__ = ["SETTINGS", "TransformerStudyConfig", "run_transformer_study", "measure_timing"]
 
@@ -90,16 +90,16 @@ def _label(density: float) -> str:
     return "dense" if density == 1.0 else f"ff{100 * density:g}"
 
 
-def _train_rows(cfg: TransformerStudyConfig, run_dir: Path, data: DataSplits,
+def _train_rows(cfg: TransformerStudyConfig, store: RunStore, data: DataSplits,
                 callbacks_for: Callable[[str], Sequence[Callback]]) -> list[dict]:
     rows = []
     train_cfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed,
                             lr_schedule="cosine")
     for rho in cfg.densities:
         label = _label(rho)
-        result = run_dir / label / "result.json"
-        if result.exists():
-            rows.append(json.loads(result.read_text()))
+        done = store.result(label)
+        if done is not None:
+            rows.append(done)
             continue
         torch.manual_seed(cfg.seed)
         model, rep = sparse_vit(data.sample_shape, data.n_classes, ff_density=rho,
@@ -107,14 +107,15 @@ def _train_rows(cfg: TransformerStudyConfig, run_dir: Path, data: DataSplits,
                                 seed=cfg.seed, patch=cfg.patch, d_model=cfg.d_model, d_ff=cfg.d_ff,
                                 depth=cfg.depth, heads=cfg.heads)
         t0 = time.perf_counter()
-        state = fit(model, data, train_cfg, callbacks=callbacks_for(label), run_dir=run_dir / label, resume=True)
+        state = fit(model, data, train_cfg, callbacks=callbacks_for(label), run_dir=store.path(label), resume=True,
+                    settings={"transformer": store.hash, "label": label})
         ff = [r for r in rep.layers if ".ff." in r.name] if rep else []
         row = dict(label=label, ff_density=ff[0].density if ff else 1.0, requested=rho,
                    params=sum(p.numel() for p in model.parameters()),
                    ff_params=sum(p.numel() for n, p in model.named_parameters() if ".ff." in n),
                    test_acc=state.metrics["test_acc"], val_acc=state.history[-1]["val_acc"],
                    epochs=len(state.history), train_time_s=time.perf_counter() - t0)
-        io.write_json(result, row)
+        store.save_result(label, row)
         rows.append(row)
     return rows
 
@@ -159,7 +160,7 @@ def measure_timing(cfg: TransformerStudyConfig) -> list[dict]:
         fns.update({(label, "model", "train"): model_train, (label, "model", "infer"): model_infer,
                     (label, "ff", "train"): ff_train, (label, "ff", "infer"): ff_infer})
     clock = "cpu" if torch.get_num_threads() == 1 else "wall"
-    t = interleaved_times(fns, cfg.timing_repeats, 1, clock)
+    t = interleaved_times(fns, cfg.timing_repeats, warmup=1, clock=clock)
     rows = []
     for rho in cfg.densities:
         label = _label(rho)
@@ -181,27 +182,28 @@ def run_transformer_study(
     data: DataSplits | None = None,
     callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (),
     notify: Callable[[str], None] = lambda msg: None,
+    overwrite: bool = False,
 ) -> dict:
-    """Train every density (resuming finished ones), measure timing (reused from ``timing.json`` when the
-    settings match), write the outputs. Returns ``{"accuracy": rows, "timing": rows}``."""
+    """Train every density (resuming finished ones), measure timing once, write the outputs.
+
+    ``run_dir`` is a :class:`~sparseforge.runs.RunStore` tied to ``cfg``: one made with other settings is
+    refused naming the fields, unless ``overwrite``. Returns ``{"accuracy": rows, "timing": rows}``.
+    """
     run_dir = Path(run_dir)
     if 1.0 not in cfg.densities:
         cfg = replace(cfg, densities=(1.0, *cfg.densities))  # ratios need the dense model of the same run
-    io.write_json(run_dir / "config.json", asdict(cfg))
-    data = data or load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
-    acc = _train_rows(cfg, run_dir, data, callbacks_for)
-    timing_file = run_dir / "timing.json"
-    saved = json.loads(timing_file.read_text()) if timing_file.exists() else None
-    if saved and saved.get("config") == json.loads(json.dumps(asdict(cfg))):
-        timing = saved["rows"]
-    else:
-        notify(f"timing at d_model {cfg.timing_d_model}, d_ff {cfg.timing_d_ff}, {cfg.timing_tokens} tokens")
-        timing = measure_timing(cfg)
-        io.write_json(timing_file, {"config": asdict(cfg), "rows": timing})
-    io.write_csv(run_dir / "table.csv", acc)
-    io.write_csv(run_dir / "timing.csv", timing)
-    _plots(acc, timing, run_dir, cfg)
-    io.write_text(run_dir / "report.md", report_markdown(cfg, acc, timing))
+    with RunStore(run_dir, cfg, command="study transformer", overwrite=overwrite) as store:
+        data = data or load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
+        acc = _train_rows(cfg, store, data, callbacks_for)
+        timing = store.result("timing")
+        if timing is None:
+            notify(f"timing at d_model {cfg.timing_d_model}, d_ff {cfg.timing_d_ff}, {cfg.timing_tokens} tokens")
+            timing = measure_timing(cfg)
+            store.save_result("timing", timing)
+        io.write_csv(run_dir / "table.csv", acc)
+        io.write_csv(run_dir / "timing.csv", timing)
+        _plots(acc, timing, run_dir, cfg)
+        io.write_text(run_dir / "report.md", report_markdown(cfg, acc, timing))
     return {"accuracy": acc, "timing": timing}
 
 
