@@ -84,6 +84,16 @@ def test_store_refuses_another_command_and_foreign_directories(tmp_path):
     assert (tmp_path / "b" / "precious.txt").read_text() == "mine"
 
 
+def test_temporary_files_of_a_killed_writer_do_not_make_a_foreign_directory(tmp_path):
+    (tmp_path / ".run.lock.x1.tmp").write_text("")  # killed between writing a lock candidate and linking it
+    with RunStore(tmp_path, SETTINGS, command="demo") as s:
+        assert not s.existed
+    (tmp_path / RUN_JSON).unlink()
+    (tmp_path / "notes.txt").write_text("")  # a real file: not a run directory
+    with pytest.raises(ConfigError, match="no run.json"):
+        RunStore(tmp_path, SETTINGS, command="demo").open()
+
+
 def test_mutable_fields_may_change_and_are_recorded(tmp_path):
     RunStore(tmp_path, SETTINGS, command="train").open().close()
     longer = {**SETTINGS, "train": {"epochs": 5, "lr": 0.001}}
@@ -207,7 +217,7 @@ def test_checkpoint_round_trip_and_keeps_the_last_two(tmp_path):
     assert load_checkpoint(tmp_path / "none.pt") is None
 
 
-@pytest.mark.parametrize("damage", ["zeroed", "truncated", "empty", "flipped"])
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "truncated_header", "empty", "flipped"])
 def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
     path = _saved(tmp_path)
     raw = bytearray(path.read_bytes())
@@ -215,6 +225,8 @@ def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
         raw[len(raw) // 2 : len(raw) // 2 + 2000] = bytes(2000)
     elif damage == "truncated":
         raw = raw[: len(raw) - 100]
+    elif damage == "truncated_header":
+        raw = raw[:40]
     elif damage == "empty":
         raw = bytearray()
     else:
@@ -222,7 +234,8 @@ def test_damaged_checkpoint_is_refused_with_a_message(tmp_path, damage):
     path.write_bytes(bytes(raw))
     with pytest.raises(RunError) as e:
         load_checkpoint(path, settings=SETTINGS)
-    expected = {"zeroed": "sha256", "truncated": "truncated", "empty": "empty", "flipped": "sha256"}[damage]
+    expected = {"zeroed": "sha256", "truncated": "truncated", "truncated_header": "truncated", "empty": "empty",
+                "flipped": "sha256"}[damage]
     assert expected in str(e.value) and str(path) in str(e.value) and "--overwrite" in str(e.value)
 
 

@@ -98,6 +98,3 @@ class Progress(Callback):
         if self._progress is not None:  # an epoch ended by an exception elsewhere
             self._progress.stop()
             self._progress = None
-
-
-RichProgress = Progress  # the name the commands used before the run store

@@ -210,6 +210,7 @@ def fit(
         for cb, s in zip(callbacks, ckpt.get("callbacks", [])):
             cb.load_state_dict(s)
 
+    start_epoch = state.epoch
     n = len(data.train)
     state.n_batches = math.ceil(n / config.batch_size)
     _call(callbacks, "on_train_begin", state)
@@ -260,7 +261,7 @@ def fit(
     state.metrics = dict(state.history[-1]) if state.history else {}
     state.metrics.update(test_loss=test_loss, test_acc=test_acc)
     _call(callbacks, "on_train_end", state)
-    if run_dir is not None:
+    if run_dir is not None and (state.epoch != start_epoch or not (run_dir / "result.json").exists()):
         io.write_json(run_dir / "result.json", {"config": asdict(config), "final": state.metrics})
     return state
 
