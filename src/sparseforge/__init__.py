@@ -10,7 +10,7 @@ from typing import Any
 # command line start without loading torch.
 _EXPORTS = {
     "DataSplits": "data", "DatasetUnavailable": "data", "load_dataset": "data",
-    "DenseLinear": "nn", "SparseLinear": "nn", "SparseMLP": "nn",
+    "DenseLinear": "nn", "SparseLinear": "nn", "SparseMLP": "nn", "SparsifyReport": "nn", "sparsify": "nn",
     "NetworkTopology": "topology", "Pattern": "topology", "TopologyError": "topology",
     "allocate_density": "topology", "design": "topology", "fully_connected": "topology", "radix_net": "topology",
     "Callback": "train", "TrainConfig": "train", "evaluate": "train", "fit": "train",
@@ -42,6 +42,7 @@ __all__ = [
     "Pattern",
     "SparseLinear",
     "SparseMLP",
+    "SparsifyReport",
     "TopologyError",
     "TrainConfig",
     "allocate_density",
@@ -54,4 +55,5 @@ __all__ = [
     "load_dataset",
     "predict",
     "radix_net",
+    "sparsify",
 ]
