@@ -203,3 +203,10 @@ def test_load_refuses_a_damaged_checkpoint(run_dir, tmp_path):
     (bad / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes()[:1000])
     with pytest.raises(sparseforge.errors.RunError, match="checkpoint.pt cannot be used: .*truncated or damaged"):
         load(bad)
+
+
+def test_onnx_export_without_the_onnx_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(sparseforge.errors.MissingExtra, match=r"pip install 'sparseforge\[onnx\]'"):
+        export(mlp(), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()
