@@ -33,12 +33,24 @@ def convnet() -> nn.Module:
     return ConvNet((1, 8, 8), 10, channels=[4], hidden=[32], density=0.25).eval()
 
 
+def sparsified() -> nn.Module:
+    """A plain nn.Sequential whose Linear layers sparsify() turned into SparseLinear."""
+    from sparseforge.nn.sparsify import sparsify
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    sparsify(model, 0.2, dense_last=False)
+    assert all(isinstance(m, sparseforge.SparseLinear) for m in (model[0], model[2]))
+    return model.eval()
+
+
 def onnx_run(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("make, shape", [(mlp, (5, 300)), (convnet, (4, 1, 8, 8)), (lambda: mlp(1.0), (5, 300))])
+@pytest.mark.parametrize("make, shape", [(mlp, (5, 300)), (convnet, (4, 1, 8, 8)), (lambda: mlp(1.0), (5, 300)),
+                                         (sparsified, (5, 300))])
 def test_onnx_and_torchscript_equal_pytorch(tmp_path, backend, make, shape):
     model = make()
     x = torch.randn(shape)
