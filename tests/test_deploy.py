@@ -33,12 +33,24 @@ def convnet() -> nn.Module:
     return ConvNet((1, 8, 8), 10, channels=[4], hidden=[32], density=0.25).eval()
 
 
+def sparsified() -> nn.Module:
+    """A plain nn.Sequential whose Linear layers sparsify() turned into SparseLinear."""
+    from sparseforge.nn.sparsify import sparsify
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    sparsify(model, 0.2, dense_last=False)
+    assert all(isinstance(m, sparseforge.SparseLinear) for m in (model[0], model[2]))
+    return model.eval()
+
+
 def onnx_run(path: Path, x: torch.Tensor) -> torch.Tensor:
     return torch.from_numpy(ort.InferenceSession(str(path)).run(None, {"x": x.numpy()})[0])
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
-@pytest.mark.parametrize("make, shape", [(mlp, (5, 300)), (convnet, (4, 1, 8, 8)), (lambda: mlp(1.0), (5, 300))])
+@pytest.mark.parametrize("make, shape", [(mlp, (5, 300)), (convnet, (4, 1, 8, 8)), (lambda: mlp(1.0), (5, 300)),
+                                         (sparsified, (5, 300))])
 def test_onnx_and_torchscript_equal_pytorch(tmp_path, backend, make, shape):
     model = make()
     x = torch.randn(shape)
@@ -203,3 +215,10 @@ def test_load_refuses_a_damaged_checkpoint(run_dir, tmp_path):
     (bad / "checkpoint.pt").write_bytes((run_dir / "checkpoint.pt").read_bytes()[:1000])
     with pytest.raises(sparseforge.errors.RunError, match="checkpoint.pt cannot be used: .*truncated or damaged"):
         load(bad)
+
+
+def test_onnx_export_without_the_onnx_package_names_the_extra(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)  # import onnx now raises ImportError
+    with pytest.raises(sparseforge.errors.MissingExtra, match=r"pip install 'sparseforge\[onnx\]'"):
+        export(mlp(), tmp_path / "m.onnx")
+    assert not (tmp_path / "m.onnx").exists()

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import ConfigError, RunError
+from .errors import ConfigError, RunError, require
 from .io import atomic_path
 from .nn import SparseMLP
 from .nn.portable import to_standard_ops
@@ -49,9 +49,12 @@ def export(model: nn.Module, path: str | os.PathLike, format: str = "onnx",
         example: an input ``[batch, ...]``; default ``zeros(2, N_0)`` for a SparseMLP.
     Raises:
         ValueError: unknown ``format`` (the message lists the allowed ones) or no ``example`` when needed.
+        MissingExtra: ONNX without the ``onnx`` package (``pip install 'sparseforge[onnx]'``).
     """
     if format not in FORMATS:
         raise ValueError(f"export: format={format!r} is not supported; allowed: {', '.join(FORMATS)}")
+    if format == "onnx":
+        require("onnx", "export(format='onnx')")
     x = _example(model, example)
     portable = to_standard_ops(model)
     path = Path(path)
