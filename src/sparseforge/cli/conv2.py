@@ -32,7 +32,7 @@ def register(app: typer.Typer) -> None:
         """Savings of a sparse classifier behind conv layers, computed from the model, beside seed 001's table."""
         import torch
 
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.conv2 import Conv2Config, run_conv2
 
         try:
@@ -49,7 +49,7 @@ def register(app: typer.Typer) -> None:
         torch.set_num_threads(threads)
         rd = run_dir or Path("runs") / f"conv2_{recipe}"
         try:
-            res = run_conv2(cfg, rd, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)],
+            res = run_conv2(cfg, rd, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
                             overwrite=overwrite)
         except ValueError as e:
             raise UserError(str(e)) from None

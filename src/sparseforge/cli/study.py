@@ -44,7 +44,7 @@ def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
     """``sparseforge study transformer``: a code-defined study (no YAML recipe)."""
     import torch
 
-    from ..runs.progress import RichProgress
+    from ..runs.progress import Progress
     from ..studies.transformer import SETTINGS, run_transformer_study
 
     if setting not in SETTINGS:
@@ -54,7 +54,7 @@ def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
     rd = run_dir or Path("runs") / f"study_transformer_{setting}"
     if not quiet:
         err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
-    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)],
+    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
                                 notify=lambda msg: None if quiet else err.print(msg))
     for r in res["timing"]:
         a = next(x for x in res["accuracy"] if x["label"] == r["label"])
