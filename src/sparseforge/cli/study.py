@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import ConfigError
-
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
+from .console import err, out
+from .parse import UserError, output_dir
 
 
 def _list() -> None:
@@ -48,7 +45,7 @@ def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
     from ..studies.transformer import SETTINGS, run_transformer_study
 
     if setting not in SETTINGS:
-        raise ConfigError(f"--setting={setting!r} is not a setting of study transformer; choose one of {sorted(SETTINGS)}")
+        raise UserError(f"--setting={setting!r} is not a setting of study transformer; choose one of {sorted(SETTINGS)}")
     cfg = SETTINGS[setting]
     torch.set_num_threads(cfg.threads)
     rd = run_dir or Path("runs") / f"study_transformer_{setting}"
@@ -79,27 +76,23 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
+        output_dir(run_dir, "run-dir")
         if name == "transformer" and not list_:
-            _transformer(setting, run_dir, quiet)  # its errors go to main()'s boundary: one line, exit 2
+            _transformer(setting, run_dir, quiet)
             return
-        try:
-            if list_:
-                _list()
-                return
-            if name is None:
-                raise ConfigError("give a study NAME (or --list to see them)")
-            from ..studies.densities import expand, load_recipe, seeds_for
+        if list_:
+            _list()
+            return
+        if name is None:
+            raise UserError("give a study NAME (or --list to see them; `sparseforge recipes` lists every recipe)")
+        from ..studies.densities import expand, load_recipe, seeds_for
 
-            recipe = load_recipe(name)
-            plan = expand(recipe, setting)
-            seed_list = seeds_for(recipe.settings[setting], seeds)
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        recipe = load_recipe(name)
+        plan = expand(recipe, setting)
+        seed_list = seeds_for(recipe.settings[setting], seeds)
 
         import torch
 
-        from ..data import DatasetUnavailable
         from ..runs.progress import Progress
         from ..studies.densities import run_study
 
@@ -118,12 +111,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"{tag} [{ev['index']}/{ev['total']}] {escape(ev['label'])} seed {ev['seed']}: "
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
-        try:
-            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
-                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
-        except (ConfigError, DatasetUnavailable) as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
+                        callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         out.print(f"[bold]{recipe.title}[/bold] ({setting}, seeds {res.seeds})")
         for c in res.analysis.conclusions:
             out.print(f"- {c.replace('**', '')}")
