@@ -51,7 +51,7 @@ def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
     rd = run_dir or Path("runs") / f"study_transformer_{setting}"
     if not quiet:
         err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
-    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(escape(label), enabled=not quiet)],
+    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
                                 notify=lambda msg: None if quiet else err.print(msg))
     for r in res["timing"]:
         a = next(x for x in res["accuracy"] if x["label"] == r["label"])

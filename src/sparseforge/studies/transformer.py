@@ -258,8 +258,8 @@ def report_markdown(cfg: TransformerStudyConfig, acc: list[dict], timing: list[d
     lines += ["", "Where sparse does not pay: " + (
         ", ".join(f"{100 * r['ff_density']:.3g}% (model train {r['model_train_speedup']:.2f}x, "
                   f"inference {r['model_infer_speedup']:.2f}x)" for r in slow) if slow else
-        "every sparse density measured here is at least as fast as dense for the whole model.")
-        + " Attention, layer norms, the embedding and the head stay dense, so the whole-model gain is bounded "
+        "none: every sparse density measured here is at least as fast as dense for the whole model")
+        + ". Attention, layer norms, the embedding and the head stay dense, so the whole-model gain is bounded "
           "by the feed-forward share of the time.",
         "", "![accuracy](accuracy_vs_density.png) ![speed-up](speedup_vs_density.png)", ""]
     return "\n".join(lines)
