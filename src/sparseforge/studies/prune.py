@@ -33,13 +33,14 @@ from torch import nn
 
 from .. import io
 from ..data import DataSplits, load_dataset
+from ..errors import RunError
 from ..nn import SparseMLP, lenet5, lenet_300_100
 from ..prune import (Constant, Cubic, Linear, Piecewise, Pruner, Schedule, apply_masks, extract_masks,
                      layer_sparsity, mask_topology, masked_layers, prune_once, to_sparse)
-from ..train import Callback, TrainConfig, evaluate, fit
-from ..runs.plots import save_figure, subplots
 from ..runs import RunStore, canonical
+from ..runs.plots import save_figure, subplots
 from ..runs.timing import best_time
+from ..train import Callback, TrainConfig, evaluate, fit, load_checkpoint, save_checkpoint
 
 MODELS = ("lenet300", "lenet5")
 METHODS = ("one-shot", "iterative")
@@ -174,6 +175,9 @@ def build_model(name: str, data: DataSplits) -> nn.Sequential:
     raise ValueError(f"model={name!r}: choose one of {MODELS}")
 
 
+MODEL = "model.pt"  # a finished sub-run's trained weights (and masks)
+
+
 def _label(method: str, s: float) -> str:
     return f"{method}_s{100 * s:g}"
 
@@ -199,18 +203,27 @@ def dense_model(cfg: PruneStudyConfig, data: DataSplits, run_dir: Path,
         row = dict(method="dense", target=0.0, sparsity=0.0, test_acc=state.metrics["test_acc"],
                    val_acc=state.metrics["val_acc"], params=sum(p.numel() for p in model.parameters()),
                    train_time_s=sum(h["epoch_time_s"] for h in state.history))
-        io.torch_save(sub / "model.pt", model.state_dict())
+        save_checkpoint(sub / MODEL, model.state_dict())
         io.write_json(sub / "result.json", {"row": row, "history": state.history})
         notify("dense", row)
         return model, row
-    model.load_state_dict(torch.load(sub / "model.pt", weights_only=True))
+    model.load_state_dict(_trained_state(sub))
     return model, done["row"]
+
+
+def _trained_state(sub: Path) -> dict:
+    """The state dict a finished sub-run saved (checksummed: a damaged file is refused, never loaded)."""
+    loaded = load_checkpoint(sub / MODEL, check_settings=False)
+    if loaded is None:
+        raise RunError(f"{sub / MODEL} is missing though {sub / 'result.json'} says the sub-run finished; "
+                       "rerun with --overwrite")
+    return loaded.payload
 
 
 def _masked_model(cfg: PruneStudyConfig, data: DataSplits, sub: Path) -> nn.Module:
     """Rebuild a pruned sub-run's model (masked layers with its trained weights and masks)."""
     model = build_model(cfg.model, data)
-    state = torch.load(sub / "model.pt", weights_only=True)
+    state = _trained_state(sub)
     masks = {k[: -len(".mask")]: v for k, v in state.items() if k.endswith(".mask")}
     apply_masks(model, masks)
     model.load_state_dict(state)
@@ -296,7 +309,7 @@ def _pruned_train(cfg: PruneStudyConfig, data: DataSplits, dense_state: dict, me
                params=sum(l.num_parameters() for l in masked_layers(model).values()),
                train_time_s=time.perf_counter() - t0)
     layers = [dict(method=method, target=s, **r, threshold=thresholds.get(r["layer"])) for r in table]
-    io.torch_save(sub / "model.pt", model.state_dict())
+    save_checkpoint(sub / MODEL, model.state_dict())
     out = {"row": row, "layers": layers, "history": state.history}
     if pruner is not None:
         out["prune_log"] = pruner.log
