@@ -16,7 +16,6 @@ from rich.table import Table
 from .console import err, out, pct as _pct
 from .parse import UserError, floats, ints, output_dir
 from ..config import drop_none, load_yaml, merge, parse, resolve_recipe
-from ..studies.prune import PruneSpec
 
 # ---------------------------------------------------------------------------------------------- flags
 def _split(text: Optional[str]) -> Optional[list[str]]:
@@ -102,6 +101,8 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
         output_dir(run_dir, "run-dir")
+        from ..studies.prune import PruneSpec  # here, not at the top: the schema loads torch
+
         base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
         flags = drop_none({
             "model": model, "seed": seed, "threads": threads,

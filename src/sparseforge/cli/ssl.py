@@ -15,7 +15,6 @@ import typer
 from .console import err, out
 from .parse import output_dir
 from ..config import ConfigError, drop_none, load_yaml, merge, parse, recipe_names, resolve_recipe
-from ..studies.ssl import SSLSpec
 
 RECIPES = tuple(recipe_names("ssl_"))
 
@@ -28,8 +27,10 @@ def recipe_path(name: str) -> Path:
     return path
 
 
-def load_spec(config: Optional[Path], recipe: Optional[str], overrides: dict) -> SSLSpec:
+def load_spec(config: Optional[Path], recipe: Optional[str], overrides: dict):
     """Packaged recipe and/or YAML file (the file wins), then flag overrides; one validation at the end."""
+    from ..studies.ssl import SSLSpec  # here, not at the top: the schema loads torch
+
     base: dict = SSLSpec().model_dump(mode="json")      # nested defaults survive partial sections
     if recipe:
         base = load_yaml(recipe_path(recipe), SSLSpec).model_dump(mode="json", exclude_unset=True)

@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .console import err, notice_adjusted, out, pct, rich_table
-from .parse import densities, ints, output_file
+from .parse import UserError, densities, ints, output_file
 from .parse import radices as parse_radices
 
 
@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
         density: Optional[str] = typer.Option(None, help="density per junction (or one for all), e.g. 0.2 or 20%"),
         rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
         family: str = typer.Option("structured", help="structured, random, clash_free, expander, grouped, radix"),
-        z: Optional[int] = typer.Option(None, help="clash_free: degree of parallelism (memory banks)"),
-        group: Optional[int] = typer.Option(None, help="grouped: right nodes sharing one index list"),
+        z: Optional[int] = typer.Option(None, min=1, help="clash_free: degree of parallelism (memory banks)"),
+        group: Optional[int] = typer.Option(None, min=1, help="grouped: right nodes sharing one index list"),
         radices: Optional[str] = typer.Option(None, help="RadiX-Net radix lists, e.g. 10,10 or 2,2,2;2,2,2 (sizes follow)"),
         widths: Optional[str] = typer.Option(None, help="RadiX-Net dense widths B_0,...,B_L (default all 1)"),
         seed: int = typer.Option(0, min=0),
@@ -38,10 +38,15 @@ def register(app: typer.Typer) -> None:
         from ..config import ModelSpec, parse
         from ..topology import analysis, radix_net
 
+        for flag, value, needs in (("z", z, "clash_free"), ("group", group, "grouped")):
+            if value is not None and family != needs:
+                raise UserError(f"--{flag} applies to --family {needs} only (got --family {family})")
+        if widths is not None and radices is None:
+            raise UserError("--widths applies to RadiX-Nets only: give --radices too")
         output_file(plot, "plot")
         output_file(paths_plot, "paths-plot")
         if radices is not None:
-            topo = radix_net(parse_radices(radices), ints(widths, "widths"))
+            topo = radix_net(parse_radices(radices), ints(widths, "widths", 1))
         else:
             dens = densities(density, "density")
             options = {k: v for k, v in (("z", z), ("group", group)) if v is not None}
