@@ -5,6 +5,7 @@ CPU kernels (:mod:`.native`, built on first use). :func:`set_backend` / :func:`u
 """
 
 from .backend import BACKENDS, get_backend, resolve_backend, set_backend, use_backend
+from .batch_major import BatchMajorProduct, sparse_matmul
 from .ell import (
     EllProduct,
     SparseLayout,
@@ -18,6 +19,7 @@ from .ell import (
 
 __all__ = [
     "BACKENDS",
+    "BatchMajorProduct",
     "EllProduct",
     "SparseLayout",
     "gather_sum",
@@ -27,6 +29,7 @@ __all__ = [
     "set_backend",
     "shared_index_group",
     "sparse_inference_fm",
+    "sparse_matmul",
     "sparse_matmul_fm",
     "stock_spmm",
     "use_backend",

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..kernels import SparseLayout, sparse_matmul_fm
+from ..kernels import SparseLayout, sparse_matmul, sparse_matmul_fm
 from ..topology import Pattern
 
 
@@ -75,10 +75,10 @@ class SparseLinear(nn.Module):
         return sparse_matmul_fm(x_fm, self.weight, self._layout, self.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., n_in] -> [..., n_out]``."""
+        """``[..., n_in] -> [..., n_out]`` (batch-major kernels: no transposed copies)."""
         lead = x.shape[:-1]
-        y_fm = self.forward_fm(x.reshape(-1, self.in_features).t())
-        return y_fm.t().reshape(*lead, self.out_features)
+        y = sparse_matmul(x.reshape(-1, self.in_features), self.weight, self._layout, self.bias)
+        return y.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ conversions and counts
     def to_dense(self) -> torch.Tensor:
