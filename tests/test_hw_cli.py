@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sparseforge.experiments.hardware import FixedStudyConfig, load_study_data, load_trained_fixed
+from sparseforge.studies.fixed_point import FixedStudyConfig, load_study_data, load_trained_fixed
 from sparseforge.hardware import FloatMLP, forward_float, init_fixed_mlp, load_export, predict_fixed
 from sparseforge.topology.clash_free import design_clash_free
 

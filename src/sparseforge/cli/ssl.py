@@ -81,7 +81,7 @@ class SSLSpec(_Strict):
         return self
 
     def experiment(self):
-        from .ssl import SSLExperiment, Variant
+        from ..studies.ssl import SSLExperiment, Variant
 
         return SSLExperiment(
             name=self.name, model=self.model, dataset=self.data.name,
@@ -158,8 +158,8 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.console import Console
 
-        from .progress import RichProgress
-        from .ssl import run_ssl
+        from ..runs.progress import RichProgress
+        from ..studies.ssl import run_ssl
 
         err = Console(stderr=True)
         if not (recipe or config):

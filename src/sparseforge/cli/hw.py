@@ -128,7 +128,7 @@ class HwFixedSpec(_Strict):
         return v
 
     def to_config(self):
-        from .hardware import FixedStudyConfig
+        from ..studies.fixed_point import FixedStudyConfig
 
         d = self.model_dump()
         for k in ("net", "fan_out", "z", "word_bits", "int_bits"):
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pipeline table: cycles per junction, block cycle, latency, throughput, speedups, balance advice."""
         from ..hardware import estimate_resources, plan_pipeline
-        from .hardware import plan_rows
+        from ..studies.fixed_point import plan_rows
 
         with _user_errors():
             sizes, d, zs = _network(net, fan_out, z)
@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
         from ..hardware import junction_model, pipeline_from_patterns, plan_pipeline
         from ..topology import design
         from ..topology.clash_free import design_clash_free
-        from .hardware import clash_rows
+        from ..studies.fixed_point import clash_rows
 
         with _user_errors():
             sizes, d, zs = _network(net, fan_out, z)
@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
         """Write the $readmemh memory files and hardware.json of a clash-free network (initial or trained)."""
         from ..hardware import FixedFormats, FixedPoint, export_network, init_fixed_mlp
         from ..topology.clash_free import design_clash_free
-        from .hardware import load_trained_fixed
+        from ..studies.fixed_point import load_trained_fixed
 
         with _user_errors():
             clock = _clock(fill_clocks, proc_time)
@@ -318,7 +318,7 @@ def register(app: typer.Typer) -> None:
         """Design-space sweep over z: clocks per input against memory, block RAMs and multipliers."""
         from .. import io
         from ..hardware import WordLengths, plot_z_sweep, sweep_z
-        from .hardware import sweep_rows
+        from ..studies.fixed_point import sweep_rows
 
         with _user_errors():
             sizes, d = _ints(net, "net"), _ints(fan_out, "fan-out")
@@ -370,7 +370,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
-        from .hardware import run_fixed_study, validate_study
+        from ..studies.fixed_point import run_fixed_study, validate_study
 
         with _user_errors():
             base = load_yaml(resolve_config(config), HwFixedSpec).model_dump(mode="json") if config else {}

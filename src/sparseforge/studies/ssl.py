@@ -50,7 +50,7 @@ from ..ssl import (
     thin,
 )
 from ..train import Callback, TrainConfig, evaluate, fit
-from .plots import save_figure
+from ..runs.plots import save_figure, subplots
 
 MODELS = {"lenet5": lenet5, "resnet20": resnet20}
 KIND_FIELDS = ("filter", "channel", "shape", "depth", "row", "column")
@@ -511,7 +511,7 @@ def write_outputs(out: dict, run_dir: Path, cfg: SSLExperiment) -> None:
 def plot_conv1_filters(out: dict, path: Path) -> Path:
     """One row of conv1 filters per model, each model scaled to its largest |weight|; the middle grey is
     zero, as in the seed's figures. Drawn as one tiled image (fast)."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     import numpy as np
 
     models = [out["baseline"]] + out["variants"]
@@ -523,8 +523,8 @@ def plot_conv1_filters(out: dict, path: Path) -> Path:
         lim = float(np.abs(w).max()) or 1.0
         for j in range(len(w)):
             img[i * (kh + 1): i * (kh + 1) + w.shape[1], j * (kw + 1): j * (kw + 1) + w.shape[2]] = w[j] / lim
-    cmap = plt.get_cmap("gray").with_extremes(bad="white")
-    fig, ax = plt.subplots(figsize=(0.35 * n * (kw + 1) / 6 + 1.5, 0.45 * len(ws) * (kh + 1) / 6 + 0.6))
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    fig, ax = subplots(figsize=(0.35 * n * (kw + 1) / 6 + 1.5, 0.45 * len(ws) * (kh + 1) / 6 + 0.6))
     ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([i * (kh + 1) + (kh - 1) / 2 for i in range(len(ws))])
@@ -535,11 +535,10 @@ def plot_conv1_filters(out: dict, path: Path) -> Path:
 
 def plot_sparsity(out: dict, path: Path) -> Path:
     """Row (filter), column (shape) and element sparsity per conv/linear layer, one panel per SSL variant."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     variants = out["variants"] or [out["baseline"]]
-    fig, axes = plt.subplots(len(variants), 1, figsize=(max(6.0, 0.45 * len(variants[0]["layers"]) + 2),
+    fig, axes = subplots(len(variants), 1, figsize=(max(6.0, 0.45 * len(variants[0]["layers"]) + 2),
                                                          2.6 * len(variants)), squeeze=False)
     for ax, res in zip(axes[:, 0], variants):
         names = [r["layer"] for r in res["layers"]]

@@ -37,7 +37,7 @@ from ..nn import SparseMLP, lenet5, lenet_300_100
 from ..prune import (Constant, Cubic, Linear, Piecewise, Pruner, Schedule, apply_masks, extract_masks,
                      layer_sparsity, mask_topology, masked_layers, prune_once, to_sparse)
 from ..train import Callback, TrainConfig, evaluate, fit
-from .plots import plt, save_figure
+from ..runs.plots import save_figure, subplots
 
 MODELS = ("lenet300", "lenet5")
 METHODS = ("one-shot", "iterative")
@@ -520,7 +520,7 @@ def run_study(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
 # ---------------------------------------------------------------------------------------------- figures
 def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """Test accuracy vs sparsity: one-shot (after pruning and after fine-tuning) and iterative."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     dense = next((r for r in rows if r["method"] == "dense"), None)
     series = [("one-shot", "acc_after_prune", "one-shot, before fine-tuning", ":"),
               ("one-shot", "test_acc", "one-shot + fine-tuning", "-"), ("iterative", "test_acc", "iterative", "-")]
@@ -545,7 +545,7 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> Path:
 def plot_iterative(result: dict, path: Path) -> Path:
     """Three panels over training: per-layer sparsity (and target), per-layer threshold, accuracy."""
     log, spe = result.get("prune_log", []), result.get("steps_per_epoch", 1)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = subplots(1, 3, figsize=(14, 3.8))
     layers = [k.split("/", 1)[1] for k in (log[0] if log else {}) if k.startswith("sparsity/")]
     if log and log[0]["step"] > 0:  # dense until the first pruning
         log = [{**{k: 0.0 for k in log[0]}, "step": 0}, *log]
@@ -576,7 +576,7 @@ def plot_iterative(result: dict, path: Path) -> Path:
 def plot_retrain(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """One panel per sparsity: validation accuracy per epoch, one line per seed (pruned solid, random dashed)."""
     targets = sorted({r["target"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
+    fig, axes = subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
     for ax, s in zip(axes[0], targets):
         for i, r in enumerate(sorted((r for r in rows if r["target"] == s), key=lambda r: (r["structure"], r["seed"]))):
             c = f"C{sorted({q['seed'] for q in rows}).index(r['seed'])}"
@@ -594,7 +594,7 @@ def plot_retrain(rows: Sequence[dict], path: Path, title: str = "") -> Path:
 
 def plot_bench(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """Speedup (best dense / sparse) vs batch size, one line per sparsity, forward and training step."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     backends = list(dict.fromkeys(r.get("backend", "default") for r in rows))
     styles = dict(zip(backends, ("-", "--", ":")))
     for i, s in enumerate(sorted({r["target"] for r in rows})):

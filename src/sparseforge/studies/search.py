@@ -5,7 +5,7 @@
   (``trials.csv``, ``summary.json``, ``pareto.png``, ``report.md``). Run it again to resume.
 * :func:`compare`: the same spec with several samplers (GP-EI, random, TPE, Optuna's GP) and seeds at
   equal per-stage budgets; a table of the best f per seed and sampler, and best-so-far curves.
-* ``python -m sparseforge.experiments.search worker --storage URL --study NAME`` is one worker process
+* ``python -m sparseforge.studies.search worker --storage URL --study NAME`` is one worker process
   (what ``sparseforge search worker`` runs; used for many workers).
 """
 
@@ -26,7 +26,7 @@ from ..search import (
     Search, SearchSpec, create_search, default_storage, front_rows, load_search, run_worker, summary, trial_rows,
 )
 from ..search.objective import load_search_data
-from .plots import plt, save_figure
+from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -64,7 +64,7 @@ def run_search(spec: SearchSpec, run_dir: str | os.PathLike, *, storage: str | N
                on_trial: Callable[[dict], None] | None = None, report: bool = True) -> dict:
     """Create (once) and run a search; resumes whatever the storage already holds. Returns the summary.
 
-    With ``workers > 1`` the workers are subprocesses (``python -m sparseforge.experiments.search
+    With ``workers > 1`` the workers are subprocesses (``python -m sparseforge.studies.search
     worker``) sharing the storage; this process only creates the search and writes the report.
     """
     run_dir = Path(run_dir)
@@ -88,7 +88,7 @@ def run_search(spec: SearchSpec, run_dir: str | os.PathLike, *, storage: str | N
 def worker_command(storage: str, study: str, run_dir: str | os.PathLike | None = None,
                    rank: int | None = None) -> list[str]:
     """The command line of one worker process."""
-    cmd = [sys.executable, "-m", "sparseforge.experiments.search", "worker", "--storage", str(storage),
+    cmd = [sys.executable, "-m", "sparseforge.studies.search", "worker", "--storage", str(storage),
            "--study", study]
     if run_dir is not None:
         cmd += ["--run-dir", str(run_dir)]
@@ -103,7 +103,7 @@ def plot_pareto(rows: Sequence[dict], w_c: float, path: str | os.PathLike, *, ti
     """Validation accuracy vs normalised complexity of every complete trial (colour: stage), the Pareto
     front as a step line, and the point ``w_c`` picks (star); points other ``w_c`` would pick are ringed."""
     ok, front, chosen = front_rows(rows, w_c)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     stages = sorted({r["stage"] for r in ok})
     for s in stages:
         rs = [r for r in ok if r["stage"] == s]
@@ -255,7 +255,7 @@ def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
             wins = sum(by[("gp", s)]["best_f"] < by[(other, s)]["best_f"] for s in seeds)
             lines.append(f"\nGP-EI beats {other} in {wins} of {len(seeds)} seeds.")
     io.write_text(Path(run_dir) / "compare.md", "\n".join(lines) + "\n")
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, ax = subplots(figsize=(6, 4))
     for n, cs in curves.items():
         length = min(len(c) for c in cs)
         if not length:
@@ -273,7 +273,7 @@ def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
 def _worker_main(argv: Sequence[str]) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m sparseforge.experiments.search worker")
+    ap = argparse.ArgumentParser(prog="python -m sparseforge.studies.search worker")
     ap.add_argument("command", choices=["worker"])
     ap.add_argument("--storage", required=True)
     ap.add_argument("--study", required=True)

@@ -26,7 +26,7 @@ err = Console(stderr=True)
 
 
 def _list() -> None:
-    from .studies import list_studies
+    from ..studies.densities import list_studies
 
     t = Table(title="studies (sparseforge study NAME --setting SETTING)")
     for c in ("name", "title", "settings (sub-runs)"):
@@ -56,7 +56,7 @@ def register(app: typer.Typer) -> None:
                 return
             if name is None:
                 raise ConfigError("give a study NAME (or --list to see them)")
-            from .studies import expand, load_recipe, seeds_for
+            from ..studies.densities import expand, load_recipe, seeds_for
 
             recipe = load_recipe(name)
             plan = expand(recipe, setting)
@@ -68,8 +68,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from .progress import RichProgress
-        from .studies import run_study
+        from ..runs.progress import RichProgress
+        from ..studies.densities import run_study
 
         torch.set_num_threads(recipe.settings[setting].threads)
         rd = run_dir or Path("runs") / f"study_{recipe.name}_{setting}"

@@ -75,7 +75,7 @@ def register(app: typer.Typer) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
         from ..config import ConfigError
         from ..search import SearchError
-        from .search import load_spec, run_search
+        from ..studies.search import load_spec, run_search
 
         over: dict = {}
         if sampler is not None or seed is not None:
@@ -108,7 +108,7 @@ def register(app: typer.Typer) -> None:
         """Create a search once, for workers to load (``search worker``)."""
         from ..config import ConfigError
         from ..search import SearchError, create_search
-        from .search import load_spec, with_sampler
+        from ..studies.search import load_spec, with_sampler
 
         try:
             spec = with_sampler(load_spec(config), sampler, seed)
@@ -146,7 +146,7 @@ def register(app: typer.Typer) -> None:
         import json
 
         from ..search import SearchError, default_storage, load_search
-        from .search import write_report
+        from ..studies.search import write_report
 
         name = study
         meta = run_dir / "search.json"
@@ -176,7 +176,7 @@ def register(app: typer.Typer) -> None:
         """Every sampler and seed at equal budgets: table of best f (compare.md), curves (compare.png)."""
         from ..config import ConfigError
         from ..search import SAMPLERS, SearchError
-        from .search import compare, load_spec
+        from ..studies.search import compare, load_spec
 
         names = [s for s in samplers.replace(" ", "").split(",") if s]
         bad = [s for s in names if s not in SAMPLERS]

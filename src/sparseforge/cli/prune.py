@@ -2,7 +2,7 @@
 
 Hook-up: ``cli.py`` calls :func:`register` on its Typer app. The config is validated once here by
 :class:`PruneSpec` (unknown keys refused; errors name the field, the value and what is allowed) and
-turned into the plain :class:`~sparseforge.experiments.prune.PruneStudyConfig` the recipes trust.
+turned into the plain :class:`~sparseforge.studies.prune.PruneStudyConfig` the recipes trust.
 """
 
 from __future__ import annotations
@@ -117,7 +117,7 @@ class PruneSpec(_Strict):
 
     def to_config(self):
         """The plain dataclass the experiment recipes take."""
-        from .prune import PruneStudyConfig, ScheduleShape
+        from ..studies.prune import PruneStudyConfig, ScheduleShape
 
         sch = self.prune.schedule
         return PruneStudyConfig(
@@ -173,7 +173,7 @@ def _pct(v) -> str:
 
 
 def _show(result: dict[str, list[dict]]) -> None:
-    from .prune import retrain_summary
+    from ..studies.prune import retrain_summary
 
     if "sweep" in result:
         t = Table(title="one-shot vs iterative pruning (test accuracy)")
@@ -264,8 +264,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from .progress import RichProgress
-        from .prune import build_model, run_study
+        from ..runs.progress import RichProgress
+        from ..studies.prune import build_model, run_study
 
         if spec.threads:
             torch.set_num_threads(spec.threads)

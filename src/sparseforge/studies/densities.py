@@ -63,7 +63,7 @@ from ..topology import (FAMILIES, NetworkTopology, TopologyError, allocate_densi
                         nearest_out_degree, radix_net, resolve_out_degrees, valid_out_degrees)
 from ..topology.clash_free import valid_parallelism
 from ..train import Callback, TrainConfig, fit
-from .plots import plt, save_figure
+from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PREFIX = "study_"
@@ -955,7 +955,7 @@ def analyse_junction_densities(spec: JunctionAnalysis, table: list[dict], rows: 
                    fair_wins=sum(c["win"] for c in fair), fair_comparisons=len(fair),
                    denser_late_wins=sum(mono), denser_late_pairs=len(mono))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     _curves(ax, _with_pct_x(sparse), "rho_net_pct", "test_acc", "group")
     fc = [r for r in table if r["rho_net"] == 1]
     if fc:
@@ -1008,7 +1008,9 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
                           f"{steps_up} of {steps} steps.")
     verdict = dict(claim_supported=wins_any > budgets / 2, budgets=budgets, wins_any=wins_any, wins_widest=wins_widest,
                    separated=separated, rises=steps_up, steps=steps)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = subplots(figsize=(6.5, 4.2))
     _curves(ax, table, "hidden", "test_acc", "group")
     for r in table:
         ax.annotate(f"{100 * r['rho_net']:.0f}%", (r["hidden"], 100 * r["test_acc_mean"]), fontsize=7,
@@ -1017,8 +1019,8 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
             f"equal number of weights per curve ({table[0]['dataset']})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({r["hidden"] for r in table}))
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     save_figure(fig, run_dir / "accuracy_vs_width.png")
     return AnalysisResult(conclusions, verdict, {"budgets": summary}, ["accuracy_vs_width.png"],
                           columns={"budgets": [
@@ -1098,7 +1100,7 @@ def analyse_redundancy(spec: RedundancyAnalysis, table: list[dict], rows: list[d
     if missing:
         conclusions.append(f"No FC baseline (rho_net = 1) for {missing}: their drops are not computed.")
     verdict = dict(claim_supported=bool(n) and k > n / 2, wins=k, comparisons=n, wins_relative=k_rel)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     sparse_rows = [r for r in table if r["rho_net"] < 1 and "drop_mean" in r]
     _curves(axes[0], _with_pct_x(table), "rho_net_pct", "test_acc", "group")
     _finish(axes[0], "overall density rho_net (%)", "test accuracy (%)", "accuracy")
@@ -1187,7 +1189,7 @@ def analyse_regularization(spec: RegularizationAnalysis, table: list[dict], rows
                    non_increasing_steps=k, steps=len(steps), strictly_smaller=strict, spearman=rho_s,
                    beyond_noise=len(clear),
                    best_l2={r["group"]: r["best_l2"] for r in best_rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     _curves(axes[0], table, "l2", "val_acc", "group")
     _finish(axes[0], "L2 coefficient lambda (symlog)", "validation accuracy (%)", "validation accuracy", logx=False)
     nz = [r["l2"] for r in table if r["l2"] > 0]
@@ -1239,7 +1241,7 @@ def analyse_families(spec: FamiliesAnalysis, table: list[dict], rows: list[dict]
     if fc:
         conclusions.append(f"Fully connected: {_pct(statistics.fmean(r['test_acc_mean'] for r in fc))}.")
     verdict = dict(points=len(summary), within_noise=within, best_counts=wins, radix_minus_random=radix_vs_random)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     sparse = [r for g in groups.values() for r in g]
     _curves(ax, _with_pct_x(sparse), "rho_net_pct", "test_acc", "family")
     if fc:

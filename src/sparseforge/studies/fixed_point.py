@@ -470,9 +470,9 @@ def _write_outputs(rows: list[dict], summary: list[dict], run_dir: Path, cfg: Fi
 
 
 def _plot(rows: list[dict], summary: list[dict], path: Path, cfg: FixedStudyConfig) -> Path:
-    from .plots import plt, save_figure
+    from ..runs.plots import save_figure, subplots
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for label in labels:
         rs = [r for r in rows if r["label"] == label]

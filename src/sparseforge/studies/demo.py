@@ -21,7 +21,7 @@ from ..data import DataSplits, load_dataset
 from ..nn import SparseMLP
 from ..topology import allocate_density, design
 from ..train import Callback, TrainConfig, fit
-from .plots import plot_metric_vs_density
+from ..runs.plots import plot_metric_vs_density
 
 DEFAULT_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 
