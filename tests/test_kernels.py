@@ -166,11 +166,13 @@ def test_native_spmm_paths_equal_dense(tile, name, batch, dtype):
     torch.testing.assert_close(auto.double(), w @ x.double(), **tol)
 
 
-# batch-major products: batch 1 (gathered dot products), 5 and 16 (tiles of one vector: 16 float or 8 double
-# lanes), 37 and 300 (several 128-byte tiles, the last one partial); every pattern has a partial row block
+# batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
+# 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
+# (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every
+# pattern has a partial block of rows and of features.
 @pytest.mark.parametrize("backend", BACKEND_PARAMS)
 @pytest.mark.parametrize("name", list(PATTERNS))
-@pytest.mark.parametrize("batch", [1, 5, 16, 37, 300])
+@pytest.mark.parametrize("batch", [1, 5, 16, 20, 37, 300])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_batch_major_products_equal_dense_float64(backend, name, batch, dtype):
     pattern = PATTERNS[name]

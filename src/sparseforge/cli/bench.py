@@ -39,8 +39,9 @@ def bench_linear(
     clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
 ) -> None:
-    """SparseLinear (each kernel backend) vs nn.Linear / torch.mm / oneDNN and torch CSR, forward and
-    training step, all timed in one interleaved run; speedup = best dense time / sparse time."""
+    """SparseLinear (each kernel backend; feature-major forward_fm and the drop-in layer(x), "_bm") vs
+    nn.Linear / torch.mm / oneDNN and torch CSR, forward and training step, all timed in one interleaved run;
+    speedup = best dense time / sparse time."""
     from .. import io
     from ..studies.bench import kernel_table
 
@@ -50,8 +51,8 @@ def bench_linear(
                        repeats=repeats, clock=clock)
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
-    keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "torch_csr_fwd_ms", "fwd_gflops",
-            "speedup_fwd", "speedup_train")
+    keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "fwd_bm_ms", "train_bm_ms",
+            "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train", "speedup_fwd_bm", "speedup_train_bm")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
     if json_out:

@@ -114,13 +114,16 @@ def dense_fns(n: int, batch: int, seed: int = 0) -> dict[tuple[str, str], Callab
 
 
 def sparse_fns(pattern: Pattern, backend: str, batch: int, seed: int = 0) -> dict[str, Callable[[], object]]:
-    """SparseLinear (feature-major) with one backend: ``fwd``, ``train`` (forward+backward) and the two
-    backward products alone, ``grad_input`` and ``grad_values``."""
+    """SparseLinear with one backend: feature-major ``fwd``, ``train`` (forward+backward) and the two
+    backward products alone, ``grad_input`` and ``grad_values``; ``fwd_bm`` and ``train_bm``: the drop-in
+    ``layer(x)`` on batch-major ``x[batch, n_in]`` (as ``nn.Linear`` is called)."""
     torch.manual_seed(seed)
     layer = SparseLinear(pattern)
     layout: SparseLayout = layer._layout
     x = torch.randn(pattern.n_in, batch, requires_grad=True)
     g = torch.randn(pattern.n_out, batch)
+    x_bm = x.detach().t().contiguous().requires_grad_()
+    g_bm = g.t().contiguous()
     v = layer.weight.detach().reshape(-1)
     with use_backend(backend):
         spmm, sampled = PRODUCTS[resolve_backend("cpu", x.dtype)]
@@ -137,6 +140,8 @@ def sparse_fns(pattern: Pattern, backend: str, batch: int, seed: int = 0) -> dic
         "train": with_backend(lambda: layer.forward_fm(x).backward(g), grad=True),
         "grad_input": with_backend(lambda: spmm(layout, v, g, transposed=True)),
         "grad_values": with_backend(lambda: sampled(layout, g, x)),
+        "fwd_bm": with_backend(lambda: layer(x_bm)),
+        "train_bm": with_backend(lambda: layer(x_bm).backward(g_bm), grad=True),
     }
 
 
@@ -155,7 +160,8 @@ def kernel_table(
 
     Returns ``{"setup", "dense": {path: {"fwd", "train"} ms}, "best_dense_fwd_ms", "best_dense_train_ms",
     "dense_gflops_fwd", "rows": [...]}``; each row (pattern, backend) has times in ms, GFLOP/s and
-    ``speedup_fwd`` / ``speedup_train`` against the best dense path.
+    ``speedup_fwd`` / ``speedup_train`` against the best dense path (feature-major ``forward_fm``), and
+    ``fwd_bm_ms`` / ``train_bm_ms`` / ``speedup_fwd_bm`` / ``speedup_train_bm`` for the drop-in ``layer(x)``.
     """
     torch.set_num_threads(threads)
     cases = [structured(n, n, _out_degree(n, rho), seed=seed) for rho in densities]
@@ -178,7 +184,8 @@ def kernel_table(
     for i, pattern in enumerate(cases):
         flops = 2 * pattern.edges * batch
         for backend in _available_backends():
-            ms = {op: 1e3 * t[(i, backend, op)] for op in ("fwd", "train", "grad_input", "grad_values")}
+            ms = {op: 1e3 * t[(i, backend, op)] for op in ("fwd", "train", "grad_input", "grad_values", "fwd_bm",
+                                                           "train_bm")}
             rows.append(dict(
                 pattern="grouped" if i >= len(densities) else "structured", group=group if i >= len(densities) else 1,
                 density=pattern.density, backend=backend, fwd_ms=ms["fwd"], train_ms=ms["train"],
@@ -186,6 +193,8 @@ def kernel_table(
                 grad_input_ms=ms["grad_input"], grad_values_ms=ms["grad_values"],
                 fwd_gflops=flops / ms["fwd"] / 1e6, train_gflops=3 * flops / ms["train"] / 1e6,
                 speedup_fwd=1e3 * best_fwd / ms["fwd"], speedup_train=1e3 * best_train / ms["train"],
+                fwd_bm_ms=ms["fwd_bm"], train_bm_ms=ms["train_bm"], speedup_fwd_bm=1e3 * best_fwd / ms["fwd_bm"],
+                speedup_train_bm=1e3 * best_train / ms["train_bm"],
             ))
     return dict(
         setup=dict(n_in=n, n_out=n, batch=batch, threads=threads, clock=clock, repeats=repeats,
