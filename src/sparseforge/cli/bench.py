@@ -34,6 +34,8 @@ def bench_linear(
     densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.01"),
     group: int = typer.Option(4, min=1, help="group size G of the grouped pattern"),
     group_densities: str = typer.Option("0.1", help="densities of grouped patterns ('' for none)"),
+    block: int = typer.Option(8, help="block size b of the block pattern (4, 8 or 16)"),
+    block_densities: str = typer.Option("0.1", help="densities of block patterns ('' for none)"),
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(5, min=1),
     clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
@@ -44,11 +46,15 @@ def bench_linear(
     speedup = best dense time / sparse time."""
     from .. import io
     from ..studies.bench import kernel_table
+    from ..topology.block import BLOCK_SIZES
 
     _check_clock(clock, threads)
+    if block not in BLOCK_SIZES:
+        raise UserError(f"--block: {block} is not allowed; choose one of {', '.join(map(str, BLOCK_SIZES))}")
     res = kernel_table(n=n, batch=batch, densities=floats(densities, "densities") or [], group=group,
                        group_densities=floats(group_densities, "group-densities") or [], threads=threads,
-                       repeats=repeats, clock=clock)
+                       repeats=repeats, clock=clock, block=block,
+                       block_densities=floats(block_densities, "block-densities") or [])
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
     keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "fwd_bm_ms", "train_bm_ms",

@@ -33,6 +33,7 @@ from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
 from ..topology import Pattern, mixed_radix_pattern, structured, valid_out_degrees
+from ..topology.block import block as block_pattern
 from ..topology.grouped import grouped
 
 
@@ -155,6 +156,8 @@ def kernel_table(
     repeats: int = 5,
     clock: str = "wall",
     seed: int = 0,
+    block: int = 8,
+    block_densities: Sequence[float] = (0.1,),
 ) -> dict:
     """SparseLinear with every backend vs the dense paths, at ``n x n``, all timed in one interleaved run.
 
@@ -166,6 +169,9 @@ def kernel_table(
     torch.set_num_threads(threads)
     cases = [structured(n, n, _out_degree(n, rho), seed=seed) for rho in densities]
     cases += [grouped(n, n, _out_degree(n, rho, group), group=group, seed=seed) for rho in group_densities]
+    cases += [block_pattern(n, n, block * _out_degree(n // block, rho), block=block, seed=seed) for rho in block_densities]
+    kinds = (["structured"] * len(densities) + ["grouped"] * len(group_densities) + ["block"] * len(block_densities))
+    sizes = {"structured": 1, "grouped": group, "block": block}
     fns: dict = dict(dense_fns(n, batch, seed))
     x_fm = torch.randn(n, batch)
     for i, pattern in enumerate(cases):
@@ -187,7 +193,7 @@ def kernel_table(
             ms = {op: 1e3 * t[(i, backend, op)] for op in ("fwd", "train", "grad_input", "grad_values", "fwd_bm",
                                                            "train_bm")}
             rows.append(dict(
-                pattern="grouped" if i >= len(densities) else "structured", group=group if i >= len(densities) else 1,
+                pattern=kinds[i], group=sizes[kinds[i]],
                 density=pattern.density, backend=backend, fwd_ms=ms["fwd"], train_ms=ms["train"],
                 torch_csr_fwd_ms=1e3 * t[(i, "torch CSR", "fwd")],
                 grad_input_ms=ms["grad_input"], grad_values_ms=ms["grad_values"],
