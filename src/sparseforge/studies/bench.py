@@ -404,10 +404,27 @@ def grouped_accuracy(
     threads: int = 2,
     limit: int | None = None,
 ) -> list[dict]:
-    """Does grouping cost accuracy? Train the same SparseMLP with ``structured`` and ``grouped`` junctions
+    """Does grouping cost accuracy? :func:`family_accuracy` of ``structured`` vs ``grouped`` (``group``)."""
+    return family_accuracy(sizes, fan_out, (("structured", {}), ("grouped", {"group": group})), dataset=dataset,
+                           epochs=epochs, seeds=seeds, batch_size=batch_size, lr=lr, threads=threads, limit=limit)
+
+
+def family_accuracy(
+    sizes: Sequence[int] = (784, 392, 392, 10),
+    fan_out: Sequence[int] = (32, 32, 10),
+    families: Sequence[tuple[str, dict]] = (("structured", {}), ("block", {"block": 8})),
+    dataset: str = "mnist",
+    epochs: int = 10,
+    seeds: Sequence[int] = (0, 1, 2),
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    threads: int = 2,
+    limit: int | None = None,
+) -> list[dict]:
+    """Does a structured family cost accuracy? Train the same SparseMLP with each ``(family, options)``
     (equal sizes, out-degrees and therefore density; the last junction is dense when its out-degree is
-    ``N_L``) for each seed and return one row per run: ``family``, ``seed``, ``rho_net``, ``test_acc``,
-    ``val_acc``, ``epoch_time_s``."""
+    ``N_L``) for each seed and return one row per run: ``family``, ``options``, ``seed``, ``rho_net``,
+    ``test_acc``, ``val_acc``, ``epoch_time_s``. The default sizes suit blocks of 4 and 8 (392 = 49 x 8)."""
     from ..data import load_dataset
     from ..nn import SparseMLP
     from ..topology import design
@@ -416,14 +433,14 @@ def grouped_accuracy(
     torch.set_num_threads(threads)
     data = load_dataset(dataset, seed=0, limit=limit)
     rows = []
-    for family in ("structured", "grouped"):
-        options = {"group": group} if family == "grouped" else {}
+    for family, options in families:
         for seed in seeds:
             topology = design(sizes, fan_out=fan_out, family=family, seed=seed, **options)
             torch.manual_seed(seed)
             model = SparseMLP(topology)
             state = fit(model, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
-            rows.append(dict(family=family, group=group if options else 1, seed=seed, rho_net=topology.rho_net,
-                             test_acc=state.metrics["test_acc"], val_acc=state.metrics["val_acc"],
+            rows.append(dict(family=family, options=dict(options), group=options.get("group", 1), seed=seed,
+                             rho_net=topology.rho_net, test_acc=state.metrics["test_acc"],
+                             val_acc=state.metrics["val_acc"],
                              epoch_time_s=float(np.mean([h["epoch_time_s"] for h in state.history]))))
     return rows
