@@ -32,7 +32,7 @@ from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, par
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 class _UserError(ValueError):
@@ -366,7 +366,8 @@ def register(app: typer.Typer) -> None:
         hidden: Optional[str] = typer.Option(None, help="sigmoid or relu [default: sigmoid]"),
         no_float: bool = typer.Option(False, "--no-float", help="skip the float64 baseline"),
         seed: Optional[int] = typer.Option(None, help="pattern, initial weights and sample order [default: 0]"),
-        run_dir: Path = typer.Option(Path("runs/hw_fixed"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/hw_fixed"), help="run directory (resumes a study of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
@@ -395,7 +396,7 @@ def register(app: typer.Typer) -> None:
             if not quiet:
                 err.print(f"hw fixed: N={cfg.net}, word lengths {list(cfg.word_bits)} x integer bits {list(cfg.int_bits)}"
                           f"{' + float' if cfg.float_baseline else ''}, {cfg.epochs} epochs -> {run_dir}")
-            result = run_fixed_study(cfg, run_dir, notify=notify)
+            result = run_fixed_study(cfg, run_dir, notify=notify, overwrite=overwrite)
         rows = result["summary"]
         show = [dict(run=r["label"], word_bits=r["word_bits"] or "float64", int_bits=r["int_bits"], frac_bits=r["frac_bits"],
                      test_acc=r["test_acc"], vs_float=r["vs_float"] if r["label"] != "float" else None,

@@ -18,7 +18,7 @@ from rich.table import Table
 from ..config import resolve_recipe, ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 def _check_fractions(values: list[float], what: str) -> list[float]:
     for v in values:
@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
         parts: Optional[str] = typer.Option(None, help="which of sweep,retrain,bench to run"),
         seed: Optional[int] = typer.Option(None, help="seed of the dense model and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
-        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes a study of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
@@ -264,7 +265,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.prune import build_model, run_study
 
         if spec.threads:
@@ -286,7 +287,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, DatasetUnavailable) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2)
-        result = run_study(cfg, run_dir, data=data, notify=notify,
-                           callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        result = run_study(cfg, run_dir, data=data, notify=notify, overwrite=overwrite,
+                           callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         _show(result)
         out.print(f"wrote {run_dir}/report.md, CSV tables and figures/")

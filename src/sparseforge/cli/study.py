@@ -22,7 +22,7 @@ from rich.table import Table
 from ..config import ConfigError
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 def _list() -> None:
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
                                                help="run directory (default runs/study_NAME_SETTING); resumes"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="number of seeds (default: the setting's)"),
         list_: bool = typer.Option(False, "--list", help="list the studies and their settings"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="clear --run-dir (a study of other settings) first"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
@@ -68,7 +69,7 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from ..runs.progress import RichProgress
+        from ..runs.progress import Progress
         from ..studies.densities import run_study
 
         torch.set_num_threads(recipe.settings[setting].threads)
@@ -87,8 +88,8 @@ def register(app: typer.Typer) -> None:
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
         try:
-            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
-                            callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)])
+            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
+                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         except (ConfigError, DatasetUnavailable) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2)

@@ -34,17 +34,19 @@ def register(app: typer.Typer) -> None:
         seed: Optional[int] = typer.Option(None, help="seed for topology, initialisation and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads"),
         run_dir: Path = typer.Option(Path("runs/train"), help="where metrics and checkpoints go"),
-        resume: bool = typer.Option(False, help="continue from the checkpoint in --run-dir"),
+        resume: bool = typer.Option(False, help="continue the run in --run-dir (same settings; --epochs may grow)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
-        """Train one (sparse or FC) MLP from flags or a YAML config; resumable."""
+        """Train one (sparse or FC) MLP from flags or a YAML config; resumable with --resume."""
         import torch
 
         from .. import config as cfgmod
         from .. import io
         from ..data import load_dataset
-        from ..runs.progress import RichProgress
         from ..nn import SparseMLP
+        from ..runs import RunStore
+        from ..runs.progress import Progress
         from ..train import fit
 
         base = cfgmod.load_yaml(config).model_dump(mode="json") if config else {}
@@ -71,31 +73,37 @@ def register(app: typer.Typer) -> None:
                 f"model.net={list(topo.sizes)} does not fit dataset {data.name}: it needs N_0 = {data.n_features} "
                 f"inputs and N_L = {data.n_classes} outputs"
             )
-        io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
-        torch.manual_seed(spec.model.seed)
-        model = SparseMLP(topo)
-        err.print(f"model: N_net={topo.sizes}, rho_net={100 * topo.rho_net:.2f}%, {model.num_parameters():,} parameters")
-        state = fit(model, data, spec.train.to_config(), callbacks=[RichProgress(enabled=not quiet)],
-                    run_dir=run_dir, resume=resume)
+        settings = spec.model_dump(mode="json", exclude={"threads"})  # what the results depend on
+        hint = "pass --resume to continue it, --overwrite to start again, or use a new --run-dir"
+        with RunStore(run_dir, settings, command="train", overwrite=overwrite, mutable=("train.epochs",),
+                      refuse_existing=None if resume else hint):
+            io.write_json(run_dir / "spec.json", spec.model_dump(mode="json"))
+            torch.manual_seed(spec.model.seed)
+            model = SparseMLP(topo)
+            err.print(f"model: N_net={topo.sizes}, rho_net={100 * topo.rho_net:.2f}%, "
+                      f"{model.num_parameters():,} parameters")
+            state = fit(model, data, spec.train.to_config(), callbacks=[Progress(enabled=not quiet)],
+                        run_dir=run_dir, resume=resume, settings={k: settings[k] for k in ("model", "data")})
         m = state.metrics
         out.print(f"test accuracy {100 * m['test_acc']:.2f}% after {m['epoch']} epochs; metrics in {run_dir}")
 
     @app.command()
     def demo(
-        run_dir: Path = typer.Option(Path("runs/demo"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/demo"), help="run directory (resumes a demo of the same settings)"),
         epochs: int = typer.Option(15, min=1),
         densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.02", help="overall densities (1 = FC)"),
         dataset: str = typer.Option("mnist"),
         limit: Optional[int] = typer.Option(None, help="samples per split (for a quick look)"),
         seed: int = typer.Option(0),
         threads: int = typer.Option(2, min=1),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a demo of other settings) and start again"),
         quiet: bool = typer.Option(False),
     ) -> None:
         """The main job: FC vs pre-defined sparse N=(784,112,10) MLPs on MNIST; table, plot, report."""
         import torch
 
+        from ..runs.progress import Progress
         from ..studies.demo import DemoConfig, run_demo
-        from ..runs.progress import RichProgress
 
         torch.set_num_threads(threads)
         dens = floats(densities, "densities") or []
@@ -104,7 +112,8 @@ def register(app: typer.Typer) -> None:
                 raise UserError(f"--densities: each density must be in (0, 1], got {d}")
         cfg = DemoConfig(densities=tuple(dens), epochs=epochs, dataset=dataset, limit=limit, seed=seed)
         err.print(f"demo: {len(dens)} networks on {dataset}, {epochs} epochs each -> {run_dir}")
-        rows = run_demo(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        rows = run_demo(cfg, run_dir, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
+                        overwrite=overwrite)
         fc = next((r for r in rows if r["rho_net"] == 1), None)
         show = [
             {"rho_net": r["rho_net"], "fan_out": ",".join(map(str, r["fan_out"])), "params": r["params"],

@@ -63,6 +63,7 @@ from ..topology import (FAMILIES, NetworkTopology, TopologyError, allocate_densi
                         nearest_out_degree, radix_net, resolve_out_degrees, valid_out_degrees)
 from ..topology.clash_free import valid_parallelism
 from ..train import Callback, TrainConfig, fit
+from ..runs import RunStore
 from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -736,13 +737,16 @@ def run_study(
     seeds: int | None = None,
     notify: Notify | None = None,
     callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (),
+    overwrite: bool = False,
 ) -> StudyResult:
     """Run (or resume) every sub-run of ``setting``, then aggregate, analyse and write the outputs.
 
     Args:
         recipe: a validated recipe (:func:`load_recipe`).
         setting: one of ``recipe.settings``.
-        run_dir: where everything goes; finished sub-runs found there are reused, partial ones resumed.
+        run_dir: where everything goes; finished sub-runs found there are reused, partial ones resumed. A
+            :class:`~sparseforge.runs.RunStore`: a study of another recipe or setting there is refused naming
+            the fields, unless ``overwrite`` (then it is cleared); more seeds may be added.
         seeds: use this many seeds instead of the setting's list (:func:`seeds_for`).
         notify: called after every sub-run with ``index``, ``total``, ``label``, ``seed``, ``reused``, ``row``.
         callbacks_for: training callbacks per sub-run (e.g. progress bars), given its display label.
@@ -755,60 +759,64 @@ def run_study(
     plan = expand(recipe, setting)
     s = recipe.settings[setting]
     seed_list = seeds_for(s, seeds)
-    io.write_json(run_dir / "study.json", dict(
-        recipe=recipe.model_dump(mode="json"), setting=setting, seeds=seed_list,
-        configs=[dict(label=p.label, group=p.group, key=p.key, spec=p.spec.model_dump(mode="json")) for p in plan],
-    ))
-    cache: dict[str, DataSplits] = {}
-    rows: list[dict] = []
-    trained = reused = 0
-    total = len(plan) * len(seed_list)
-    spec = effective_analysis(recipe, setting)
-    want_metrics = isinstance(spec, FamiliesAnalysis) and spec.topology_metrics
-    index = 0
-    for p in plan:
-        for seed in seed_list:
-            index += 1
-            sub = run_dir / "runs" / p.key / f"seed{seed}"
-            result = sub / "result.json"
-            if result.exists():
-                saved = json.loads(result.read_text())
-                if saved.get("key") == p.key and saved.get("seed") == seed:
-                    row = dict(saved["row"], label=p.label, group=p.group)
-                    rows.append(row)
-                    reused += 1
-                    if notify:
-                        notify(dict(index=index, total=total, label=p.label, seed=seed, reused=True, row=row))
-                    continue
-            dkey = json.dumps(p.spec.data.model_dump(mode="json"), sort_keys=True)
-            if dkey not in cache:
-                cache[dkey] = load_study_data(p.spec.data)
-            data = cache[dkey]
-            try:
-                sizes = resolve_sizes(p.spec.model, data.n_features, data.n_classes)
-                topo, info = build_topology(p.spec.model, sizes, seed)
-            except (TopologyError, ConfigError) as e:
-                raise ConfigError(f"settings.{setting} ({p.label}): model: {e}") from None
-            torch.manual_seed(seed)
-            model = SparseMLP(topo)
-            cfg = p.spec.train.to_config(seed)
-            t1 = time.perf_counter()
-            state = fit(model, data, cfg, callbacks=callbacks_for(f"[{index}/{total}] {p.label} s{seed}"),
-                        run_dir=sub / "train", resume=True)
-            row = _row(p, seed, data, topo, info, model, state, cfg, time.perf_counter() - t1)
-            if want_metrics:
-                row.update(topology_metrics(topo))
-            io.write_json(result, dict(key=p.key, seed=seed, row=row, history=state.history))
-            rows.append(row)
-            trained += 1
-            if notify:
-                notify(dict(index=index, total=total, label=p.label, seed=seed, reused=False, row=row))
-    extra = ("connectivity", "path_cv", "min_spectral_gap", "min_scatter") if want_metrics else ()
-    table = aggregate(rows, metrics=METRICS + extra)
-    analysis = ANALYSES[spec.kind](spec, table, rows, run_dir)
-    res = StudyResult(recipe, setting, seed_list, rows, table, analysis, trained, reused,
-                      time.perf_counter() - t0, run_dir)
-    write_outputs(res)
+    # what the sub-runs depend on; seeds, notes and analysis options only add runs or change the outputs
+    settings = {"study": recipe.name, "setting": setting,
+                "config": s.model_dump(mode="json", exclude={"seeds", "threads", "note", "analysis"})}
+    with RunStore(run_dir, settings, command="study", overwrite=overwrite):
+        io.write_json(run_dir / "study.json", dict(
+            recipe=recipe.model_dump(mode="json"), setting=setting, seeds=seed_list,
+            configs=[dict(label=p.label, group=p.group, key=p.key, spec=p.spec.model_dump(mode="json")) for p in plan],
+        ))
+        cache: dict[str, DataSplits] = {}
+        rows: list[dict] = []
+        trained = reused = 0
+        total = len(plan) * len(seed_list)
+        spec = effective_analysis(recipe, setting)
+        want_metrics = isinstance(spec, FamiliesAnalysis) and spec.topology_metrics
+        index = 0
+        for p in plan:
+            for seed in seed_list:
+                index += 1
+                sub = run_dir / "runs" / p.key / f"seed{seed}"
+                result = sub / "result.json"
+                if result.exists():
+                    saved = json.loads(result.read_text())
+                    if saved.get("key") == p.key and saved.get("seed") == seed:
+                        row = dict(saved["row"], label=p.label, group=p.group)
+                        rows.append(row)
+                        reused += 1
+                        if notify:
+                            notify(dict(index=index, total=total, label=p.label, seed=seed, reused=True, row=row))
+                        continue
+                dkey = json.dumps(p.spec.data.model_dump(mode="json"), sort_keys=True)
+                if dkey not in cache:
+                    cache[dkey] = load_study_data(p.spec.data)
+                data = cache[dkey]
+                try:
+                    sizes = resolve_sizes(p.spec.model, data.n_features, data.n_classes)
+                    topo, info = build_topology(p.spec.model, sizes, seed)
+                except (TopologyError, ConfigError) as e:
+                    raise ConfigError(f"settings.{setting} ({p.label}): model: {e}") from None
+                torch.manual_seed(seed)
+                model = SparseMLP(topo)
+                cfg = p.spec.train.to_config(seed)
+                t1 = time.perf_counter()
+                state = fit(model, data, cfg, callbacks=callbacks_for(f"[{index}/{total}] {p.label} s{seed}"),
+                            run_dir=sub / "train", resume=True)
+                row = _row(p, seed, data, topo, info, model, state, cfg, time.perf_counter() - t1)
+                if want_metrics:
+                    row.update(topology_metrics(topo))
+                io.write_json(result, dict(key=p.key, seed=seed, row=row, history=state.history))
+                rows.append(row)
+                trained += 1
+                if notify:
+                    notify(dict(index=index, total=total, label=p.label, seed=seed, reused=False, row=row))
+        extra = ("connectivity", "path_cv", "min_spectral_gap", "min_scatter") if want_metrics else ()
+        table = aggregate(rows, metrics=METRICS + extra)
+        analysis = ANALYSES[spec.kind](spec, table, rows, run_dir)
+        res = StudyResult(recipe, setting, seed_list, rows, table, analysis, trained, reused,
+                          time.perf_counter() - t0, run_dir)
+        write_outputs(res)
     return res
 
 

@@ -26,6 +26,7 @@ from ..search import (
     Search, SearchSpec, create_search, default_storage, front_rows, load_search, run_worker, summary, trial_rows,
 )
 from ..search.objective import load_search_data
+from ..runs import report as run_report
 from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
@@ -165,13 +166,10 @@ def write_report(search: Search, run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir)
     rows = trial_rows(search, all_states=True)
     flat = [{**{k: v for k, v in r.items() if k != "config"}, "config": json.dumps(r["config"])} for r in rows]
-    io.write_csv(run_dir / "trials.csv", flat)
     sm = summary(search)
     sm["overhead"] = overhead(rows)
-    io.write_json(run_dir / "summary.json", sm)
     w_c = search.spec.objective.w_c
-    if any(r["state"] == "COMPLETE" for r in rows):
-        plot_pareto(rows, w_c, run_dir / "pareto.png", title=f"{search.name}: accuracy vs complexity")
+    figures = {"pareto.png": lambda path: plot_pareto(rows, w_c, path, title=f"{search.name}: accuracy vs complexity")}
     lines = [f"# Search {search.name}", "",
              f"model {search.spec.model} on {search.spec.data.name}; sampler {search.spec.sampler.name} "
              f"(seed {search.spec.sampler.seed}); f = f_p + {w_c:g} f_c "
@@ -190,7 +188,8 @@ def write_report(search: Search, run_dir: str | os.PathLike) -> dict:
     lines += ["", f"engine time per trial {_fmt(o['engine_s'], '.3f')} s vs training {_fmt(o['train_s'], '.3f')} s "
               f"(GP phase: {_fmt(o['gp_engine_s'], '.3f')} s over {o['gp_trials']} trials)", "",
               "![pareto](pareto.png)", ""]
-    io.write_text(run_dir / "report.md", "\n".join(lines))
+    run_report.write_report(run_dir, "\n".join(lines), tables={"trials.csv": flat}, data={"summary.json": sm},
+                            figures=figures if any(r["state"] == "COMPLETE" for r in rows) else {})
     return sm
 
 
