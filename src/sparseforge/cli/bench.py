@@ -99,7 +99,8 @@ def bench_batch(
     threads: str = typer.Option("1,2"),
     clock: str = typer.Option("wall"),
 ) -> None:
-    """Forward GFLOP/s of each backend and of torch.mm against batch size and thread count."""
+    """Forward GFLOP/s of each backend (forward_fm, and layer(x) as "_bm") and of torch.mm against batch size
+    and thread count."""
     from ..studies.bench import batch_sweep
 
     rows = batch_sweep(n=n, density=density, batches=ints(batches, "batches"), threads=ints(threads, "threads"),

@@ -190,7 +190,8 @@ def batch_sweep(
     clock: str = "wall",
     seed: int = 0,
 ) -> list[dict]:
-    """Forward GFLOP/s of each backend and of ``torch.mm`` against batch size and thread count (``clock``
+    """Forward GFLOP/s of each backend (feature-major ``forward_fm``, and ``<backend>_bm``: the drop-in
+    ``layer(x)`` on batch-major ``x``) and of ``torch.mm`` against batch size and thread count (``clock``
     applies to the single-thread points; multi-threaded points use the wall clock)."""
     pattern = structured(n, n, _out_degree(n, density), seed=seed)
     layer = SparseLinear(pattern)
@@ -201,9 +202,11 @@ def batch_sweep(
         tclock = clock if nt == 1 else "wall"
         for b in batches:
             x = torch.randn(n, b)
+            x_bm = x.t().contiguous()
             fns: dict = {"mm": lambda: torch.mm(w, x)}
             for backend in _available_backends():
                 fns[backend] = lambda backend=backend: _forward(layer, x, backend)
+                fns[f"{backend}_bm"] = lambda backend=backend: _forward(layer, x_bm, backend, batch_major=True)
             t = interleaved_times(fns, repeats, warmup=1, clock=tclock)
             row: dict = dict(threads=nt, batch=b, density=pattern.density, clock=tclock)
             for key, s in t.items():
@@ -214,9 +217,9 @@ def batch_sweep(
     return rows
 
 
-def _forward(layer: SparseLinear, x: torch.Tensor, backend: str) -> torch.Tensor:
+def _forward(layer: SparseLinear, x: torch.Tensor, backend: str, batch_major: bool = False) -> torch.Tensor:
     with use_backend(backend), torch.no_grad():
-        return layer.forward_fm(x)
+        return layer(x) if batch_major else layer.forward_fm(x)
 
 
 # ---------------------------------------------------------------------------------------- challenge
