@@ -10,6 +10,8 @@
 //        (perm optional: identity; bias and clamp bounds optional, applied to each finished output row while
 //        it is in cache: no extra pass over y; tile: -1 choose, 0 stream whole batch rows, 1 batch tiles)
 //   sddmm(indptr, indices, gy, x, G) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]>
+//   spmm_bm, sddmm_bm: the same products on batch-major operands (x[batch, n], y[batch, rows], gy[batch, rows]),
+//        what nn.Linear-style callers hold; see "batch-major" below (no transposed copies of x or y).
 //
 // Forward and grad-input are spmm; grad-input runs over the transposed pattern, whose edge e has the value
 // values[perm[e]], gathered by the op in one parallel pass into a reused buffer (torch's index_select took
