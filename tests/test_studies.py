@@ -14,7 +14,7 @@ import typer
 import yaml
 from typer.testing import CliRunner
 
-from sparseforge.config import ConfigError
+from sparseforge.config import ConfigError, parse
 from sparseforge.data import ArrayDataset, DataSplits, load_dataset
 from sparseforge.data.transforms import fit_pca, pca_reduce, top_variance_features
 from sparseforge.studies import densities as st
@@ -149,7 +149,7 @@ def test_edges_like_keeps_the_weight_budget():
                                     (780, h, 10), seed=0)
         assert budget * 0.9 <= down.edges <= budget and down.densities[1] == 1.0, h
     with pytest.raises(ConfigError, match="round_down applies to rho_net or edges_like"):
-        st.parse(st.StudyModel, {"density": 0.3, "round_down": True})
+        parse(st.StudyModel, {"density": 0.3, "round_down": True})
 
 
 def test_radices_give_every_family_the_same_junction_densities():

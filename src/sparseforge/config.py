@@ -7,7 +7,7 @@ the validated values are passed on as plain dataclasses and trusted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -15,6 +15,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from .errors import ConfigError
 from .topology import NetworkTopology, TopologyError, allocate_density, design
 from .train import TrainConfig
+
+if TYPE_CHECKING:
+    from .data import DataSplits
 
 
 
@@ -55,12 +58,22 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
+    """A dataset by name (see :data:`sparseforge.data.DATASETS`): ``limit`` samples per split (None: all),
+    split and shuffled by ``seed``; ``options`` go to the loader."""
+
     name: str = "mnist"
     root: Path | None = None
     val_size: int | float | None = None
     limit: int | None = Field(default=None, gt=0)
     seed: int = 0
     options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. {variant: difficult}")
+
+    def load(self) -> "DataSplits":
+        """The train/val/test splits this spec names."""
+        from .data import load_dataset
+
+        return load_dataset(self.name, root=self.root, val_size=self.val_size, seed=self.seed, limit=self.limit,
+                            **self.options)
 
 
 class TrainFields(_Strict):

@@ -21,14 +21,13 @@ import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Optional
 
 import typer
-from pydantic import Field, field_validator
 from rich.console import Console
 
 from .console import rich_table
-from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, parse
+from ..config import ConfigError, load_yaml, merge, parse, resolve_recipe
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
 out = Console()
@@ -95,47 +94,6 @@ def _pct(v) -> str:
 
 
 # ------------------------------------------------------------------------------------------ fixed spec
-class HwFixedSpec(_Strict):
-    """``sparseforge hw fixed`` settings (YAML keys of the same names; flags override)."""
-
-    net: list[int] = Field(default=[1024, 64, 32], min_length=2)
-    fan_out: list[int] = Field(default=[4, 16], min_length=1)
-    z: list[int] = Field(default=[128, 32], min_length=1)
-    interleaver: Literal[1, 2, 3] = 1
-    dither: bool = False
-    seed: int = 0
-    dataset: str = "mnist"
-    data_root: Optional[str] = None
-    limit: Optional[int] = Field(default=10000, ge=1, description="training samples (None: all)")
-    test_limit: Optional[int] = Field(default=None, ge=1, description="test samples (None: all)")
-    epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=1, ge=1, description="1 = online updates, as the hardware")
-    lr_shift: int = Field(default=3, ge=0, le=30, description="learning rate 2**-lr_shift")
-    word_bits: list[int] = Field(default=[8, 10, 12, 16], description="fixed-point word lengths to train")
-    int_bits: list[int] = Field(default=[2, 3], min_length=1, description="integer bits (sign excluded) to sweep")
-    input_bits: int = Field(default=8, ge=1, le=16)
-    rounding: Literal["nearest", "stochastic"] = "nearest"
-    hidden: Literal["sigmoid", "relu"] = "sigmoid"
-    float_baseline: bool = True
-
-    @field_validator("word_bits", "int_bits")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {v}")
-        if any(b < 0 for b in v):
-            raise ValueError(f"bit counts must be >= 0, got {v}")
-        return v
-
-    def to_config(self):
-        from ..studies.fixed_point import FixedStudyConfig
-
-        d = self.model_dump()
-        for k in ("net", "fan_out", "z", "word_bits", "int_bits"):
-            d[k] = tuple(d[k])
-        return FixedStudyConfig(**d)
-
-
 def resolve_config(path: Path) -> Path:
     """``path`` itself, or the packaged recipe of that name."""
     return resolve_recipe(path, "hw_")
@@ -280,7 +238,7 @@ def register(app: typer.Typer) -> None:
                 if any(v is not None for v in (net, fan_out, z)):
                     raise _UserError("--from-run takes the network from the run; drop --net, --fan-out and --z")
                 fx, cfg, zs = load_trained_fixed(from_run)
-                extra = dict(source=str(from_run), study={k: v for k, v in dataclasses.asdict(cfg).items()})
+                extra = dict(source=str(from_run), study=cfg.model_dump(mode="json"))
             else:
                 sizes, d, zs = _network(net or FPGA_NET, fan_out or FPGA_FAN_OUT, z or FPGA_Z)
                 w = FixedPoint(word_bits, int_bits)
@@ -371,10 +329,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
-        from ..studies.fixed_point import run_fixed_study, validate_study
+        from ..studies.fixed_point import FixedStudyConfig, run_fixed_study, validate_study
 
         with _user_errors():
-            base = load_yaml(resolve_config(config), HwFixedSpec).model_dump(mode="json") if config else {}
+            base = load_yaml(resolve_config(config), FixedStudyConfig).model_dump(mode="json") if config else {}
             flags = {
                 "net": _ints(net, "net"), "fan_out": _ints(fan_out, "fan-out"), "z": _ints(z, "z"),
                 "dataset": dataset, "data_root": str(data_root) if data_root else None, "limit": limit,
@@ -383,8 +341,8 @@ def register(app: typer.Typer) -> None:
                 "rounding": rounding, "hidden": hidden, "seed": seed,
                 "float_baseline": False if no_float else None,
             }
-            spec = parse(HwFixedSpec, merge(base, {k: v for k, v in flags.items() if v is not None}))
-            cfg = spec.to_config()
+            spec = parse(FixedStudyConfig, merge(base, {k: v for k, v in flags.items() if v is not None}))
+            cfg = spec
             validate_study(cfg)
 
             def notify(label: str, row: dict) -> None:

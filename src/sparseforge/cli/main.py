@@ -26,11 +26,12 @@ _register_subcommands()
 def main() -> None:
     """Console entry point: user errors become one clear line and exit status 2."""
     from ..config import ConfigError
+    from ..errors import MissingExtra
     from ..topology import TopologyError
 
     from ..hardware import HardwareError
 
-    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError)
+    known: tuple[type[BaseException], ...] = (UserError, ConfigError, TopologyError, HardwareError, MissingExtra)
     try:
         from ..data import DatasetUnavailable
 
@@ -38,20 +39,23 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        app(standalone_mode=False)
+        # not standalone, a command's typer.Exit(code) comes back as the return value, not as an exception
+        status = app(standalone_mode=False)
     except known as e:
-        err.print(f"[red]error:[/red] {e}")
+        from rich.markup import escape
+
+        err.print(f"[red]error:[/red] {escape(str(e))}")  # escaped: "sparseforge[search]" is not markup
         sys.exit(2)
     except typer.Exit as e:
         sys.exit(e.exit_code)
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted; rerun the same command (with --resume for train) to continue")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
-            e.show()
-            sys.exit(e.exit_code)
-        raise
+    except typer.TyperException as e:  # usage errors (typer's own click: no 'click' package to import)
+        if not hasattr(e, "show"):
+            raise
+        e.show()
+        sys.exit(getattr(e, "exit_code", 2))
+    if isinstance(status, int) and status:
+        sys.exit(status)
 

@@ -23,7 +23,10 @@ def load_digits(*, root: str | os.PathLike | None = None, val_size: int | float 
 
     ``root`` is ignored: the data ships with scikit-learn.
     """
-    from sklearn.datasets import load_digits as sk_load_digits  # deferred: sklearn import is slow
+    from ..errors import require
+
+    require("sklearn", "the digits dataset")  # deferred: sklearn import is slow
+    from sklearn.datasets import load_digits as sk_load_digits
 
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")

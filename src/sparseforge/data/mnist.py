@@ -156,7 +156,9 @@ def _pureml_zarr_path() -> Path | None:
 
 
 def _read_zarr(path: Path) -> dict[str, np.ndarray]:
-    import zarr  # deferred: only this source needs it
+    from ..errors import require
+
+    zarr = require("zarr", "reading the bundled MNIST")  # deferred: only this source needs it
 
     with zarr.storage.ZipStore(path, mode="r") as store:
         group = zarr.open_group(store, mode="r")

@@ -23,7 +23,7 @@ import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import Field, model_validator
 
-from ..config import TrainFields, _Strict
+from ..config import DataSpec, TrainFields, _Strict
 from ..train import TrainConfig
 
 #: value of a list item that does not exist (a missing layer) in the unit coordinates of the embedding
@@ -182,13 +182,7 @@ class StageSpec(_Strict):
     trials: int = Field(ge=1, description="finished trials of this stage (the budget)")
 
 
-class DataSection(_Strict):
-    name: str = "mnist"
-    limit: int | None = Field(default=None, gt=0)
-    val_size: int | float | None = None
-    seed: int = 0
-    root: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+
 
 
 class TrainSection(TrainFields):
@@ -233,7 +227,7 @@ class SearchSpec(_Strict):
     name: str = "search"
     model: Literal["mlp", "cnn"] = "mlp"
     family: str = "structured"
-    data: DataSection = DataSection()
+    data: DataSpec = DataSpec()
     train: TrainSection = TrainSection()
     objective: ObjectiveSection = ObjectiveSection()
     sampler: SamplerSection = SamplerSection()
