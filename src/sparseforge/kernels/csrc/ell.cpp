@@ -205,12 +205,11 @@ void pack_tiles(const T* x, int64_t ldx, int64_t n, int64_t B, int64_t W, T* xt,
 
 // Row groups [g0, g1) of one tile (xt[n][W], W = NV vectors) at batch columns [c0, c0 + width): each group of G
 // rows keeps its G * W outputs in registers over all its edges (P partial sums keep >= 8 FMA chains in flight),
-// then applies the epilogue and stores them: feature-major, y[r][c0 + s] (rows ldy apart), or, with
-// BatchMajor, y[c0 + s][r] (samples ldy apart: the tile is transposed on the way out; consecutive rows fill
-// the same `width` cache lines of y, which stay in L1).
-template <typename T, int G, int NV, bool BatchMajor>
+// then applies the epilogue and stores row r at y[r - row0][c0 : c0 + width] (rows ldy apart; row0: the row
+// that y's first row holds).
+template <typename T, int G, int NV>
 void tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* xt,
-               T* y, int64_t ldy, int64_t c0, int64_t width, int64_t g0, int64_t g1) {
+               T* y, int64_t ldy, int64_t c0, int64_t width, int64_t g0, int64_t g1, int64_t row0 = 0) {
   using V = Vec<T>;
   using VT = typename V::type;
   constexpr int L = V::lanes, W = NV * L, P = G * NV >= 8 ? 1 : 8 / (G * NV);
@@ -245,11 +244,7 @@ void tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
         V::store(out + v * L, s);
       }
       finish(ep, r0 + u, out, width);
-      if constexpr (BatchMajor) {
-        for (int64_t s = 0; s < width; ++s) y[(c0 + s) * ldy + r0 + u] = out[s];
-      } else {
-        std::memcpy(y + (r0 + u) * ldy + c0, out, sizeof(T) * width);
-      }
+      std::memcpy(y + (r0 + u - row0) * ldy + c0, out, sizeof(T) * width);
     }
   }
 }
@@ -266,8 +261,7 @@ void spmm_tiled(const int64_t* ip, const int64_t* id, const T* v, const Epilogue
   at::parallel_for(0, tiles * rows, grain(rows, edges, W), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1;) {
       const int64_t t = a / rows, rs = a % rows, re = std::min(rows, rs + (a1 - a));
-      tile_rows<T, 1, kTileVectors, false>(ip, id, v, ep, xt + t * n * W, y, B, t * W, std::min(W, B - t * W), rs,
-                                           re);
+      tile_rows<T, 1, kTileVectors>(ip, id, v, ep, xt + t * n * W, y, B, t * W, std::min(W, B - t * W), rs, re);
       a += re - rs;
     }
   });
@@ -470,7 +464,7 @@ void tile_block_bm(const int64_t* ip, const int64_t* id, const T* v, const Epilo
   for (int64_t rb = r0; rb < r1; rb += L) {
     const int64_t nr = std::min<int64_t>(L, r1 - rb);
     // stage[q][s] = y[c0 + s][rb + q]: tile_rows writes "feature-major" rows of length W into the stage
-    tile_rows<T, G, NV, false>(ip, id, v, ep, xt, stage - rb * W, W, 0, width, rb / G, (rb + nr) / G);
+    tile_rows<T, G, NV>(ip, id, v, ep, xt, stage, W, 0, width, rb / G, (rb + nr) / G, rb);
     for (int64_t s0 = 0; s0 < width; s0 += L) {
       if (nr == L && s0 + L <= width) {
         typename V::type r[L];
