@@ -11,7 +11,7 @@ import pytest
 import torch
 import typer
 from torch import nn
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner as CliRunner
 
 from sparseforge.config import ConfigError, parse
 from sparseforge.data import load_dataset

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner as CliRunner
 
 from sparseforge.data import ArrayDataset, DataSplits
 from sparseforge.nn import lenet5

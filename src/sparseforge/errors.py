@@ -10,6 +10,11 @@ class ConfigError(ValueError):
     """A configuration value is not allowed; the message names field, value and what is allowed."""
 
 
+class DataError(ValueError):
+    """A data file the user pointed at cannot be read (corrupt, truncated, wrong layout); the message names
+    the file and what is wrong."""
+
+
 class RunError(ConfigError):
     """A run directory cannot be used as asked: another writer holds it, or a checkpoint is damaged.
 

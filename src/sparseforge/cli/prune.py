@@ -11,38 +11,16 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from ..config import ConfigError, drop_none, load_yaml, merge, parse, resolve_recipe
+from .console import err, out, pct as _pct
+from .parse import UserError, floats, ints, output_dir
+from ..config import drop_none, load_yaml, merge, parse, resolve_recipe
 from ..studies.prune import PruneSpec
-
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 # ---------------------------------------------------------------------------------------------- flags
 def _split(text: Optional[str]) -> Optional[list[str]]:
     return None if text is None else [v for v in text.replace(" ", "").split(",") if v]
-
-
-def _fractions(text: Optional[str], flag: str) -> Optional[list[float]]:
-    vals = _split(text)
-    if vals is None:
-        return None
-    try:
-        return [float(v.rstrip("%")) / (100 if v.endswith("%") else 1) for v in vals]
-    except ValueError:
-        raise ConfigError(f"--{flag}: expected comma-separated fractions like 0.5,0.9 or 50%,90%, got {text!r}") from None
-
-
-def _ints(text: Optional[str], flag: str) -> Optional[list[int]]:
-    vals = _split(text)
-    if vals is None:
-        return None
-    try:
-        return [int(v) for v in vals]
-    except ValueError:
-        raise ConfigError(f"--{flag}: expected comma-separated integers like 1,2,3, got {text!r}") from None
 
 
 def resolve_config(path: Path) -> Path:
@@ -50,10 +28,6 @@ def resolve_config(path: Path) -> Path:
     return resolve_recipe(path, "prune_")
 
 
-
-
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.2f}%"
 
 
 def _show(result: dict[str, list[dict]]) -> None:
@@ -120,35 +94,31 @@ def register(app: typer.Typer) -> None:
         bench_batches: Optional[str] = typer.Option(None, help="batch sizes of the speed benchmark, e.g. 1,64,256"),
         bench_repeats: Optional[int] = typer.Option(None, help="timed runs per measurement (the minimum is kept)"),
         parts: Optional[str] = typer.Option(None, help="which of sweep,retrain,bench to run"),
-        seed: Optional[int] = typer.Option(None, help="seed of the dense model and shuffling"),
+        seed: Optional[int] = typer.Option(None, min=0, help="seed of the dense model and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
         run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes a study of the same settings)"),
         overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
-        try:
-            base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
-            flags = drop_none({
-                "model": model, "seed": seed, "threads": threads,
-                "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit},
-                "pretrain": {"epochs": epochs},
-                "prune": {"finetune_epochs": finetune_epochs, "sparsities": _fractions(sparsities, "sparsities"),
-                          "methods": _split(methods), "scope": scope,
-                          "schedule": {"kind": schedule} if schedule else None},
-                "retrain": {"sparsities": _fractions(retrain_sparsities, "retrain-sparsities"),
-                            "seeds": _ints(retrain_seeds, "retrain-seeds"), "epochs": retrain_epochs},
-                "bench": {"batches": _ints(bench_batches, "bench-batches"), "repeats": bench_repeats},
-                "parts": _split(parts),
-            })
-            spec = parse(PruneSpec, merge(base, flags))
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        output_dir(run_dir, "run-dir")
+        base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
+        flags = drop_none({
+            "model": model, "seed": seed, "threads": threads,
+            "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit},
+            "pretrain": {"epochs": epochs},
+            "prune": {"finetune_epochs": finetune_epochs, "sparsities": floats(sparsities, "sparsities"),
+                      "methods": _split(methods), "scope": scope,
+                      "schedule": {"kind": schedule} if schedule else None},
+            "retrain": {"sparsities": floats(retrain_sparsities, "retrain-sparsities"),
+                        "seeds": ints(retrain_seeds, "retrain-seeds"), "epochs": retrain_epochs},
+            "bench": {"batches": ints(bench_batches, "bench-batches"), "repeats": bench_repeats},
+            "parts": _split(parts),
+        })
+        spec = parse(PruneSpec, merge(base, flags))
 
         import torch
 
-        from ..data import DatasetUnavailable
         from ..runs.progress import Progress
         from ..studies.prune import build_model, run_study
 
@@ -165,12 +135,11 @@ def register(app: typer.Typer) -> None:
             err.print(f"[green]done[/green] {label}: {extra}")
 
         err.print(f"prune: {cfg.model} on {cfg.data.name}, parts {', '.join(cfg.parts)} -> {run_dir}")
+        data = cfg.load_data()
         try:
-            data = cfg.load_data()
             build_model(cfg.model, data)  # does the model fit the data? (a user error if not)
-        except (ValueError, DatasetUnavailable) as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        except ValueError as e:
+            raise UserError(f"--model {cfg.model} does not fit --dataset {cfg.data.name}: {e}") from None
         result = run_study(cfg, run_dir, data=data, notify=notify, overwrite=overwrite,
                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         _show(result)

@@ -7,23 +7,25 @@ validated by :class:`~sparseforge.studies.ssl.SSLSpec` (unknown keys are errors)
 
 from __future__ import annotations
 
-from importlib import resources
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from ..config import ConfigError, drop_none, load_yaml, merge, parse
+from .console import err, out
+from .parse import output_dir
+from ..config import ConfigError, drop_none, load_yaml, merge, parse, recipe_names, resolve_recipe
 from ..studies.ssl import SSLSpec
 
-RECIPES = ("lenet-filter", "lenet-shape", "resnet-depth", "tiny")
+RECIPES = tuple(recipe_names("ssl_"))
 
 
 def recipe_path(name: str) -> Path:
-    """The packaged YAML of recipe ``name`` (one of :data:`RECIPES`)."""
-    if name not in RECIPES:
-        raise ConfigError(f"--recipe {name!r}: choose one of {', '.join(RECIPES)}")
-    return Path(str(resources.files("sparseforge") / "recipes" / f"ssl_{name.replace('-', '_')}.yaml"))
+    """The packaged YAML of recipe ``name`` (one of :data:`RECIPES`; ``ssl_tiny`` or ``tiny``)."""
+    path = resolve_recipe(Path(name).name, "ssl_")
+    if path.parent != resolve_recipe("tiny", "ssl_").parent:  # --recipe names a packaged one; files go in --config
+        raise ConfigError(f"--recipe {name!r}: choose one of {', '.join(RECIPES)} (a YAML file goes in --config)")
+    return path
 
 
 def load_spec(config: Optional[Path], recipe: Optional[str], overrides: dict) -> SSLSpec:
@@ -41,11 +43,9 @@ def load_spec(config: Optional[Path], recipe: Optional[str], overrides: dict) ->
 
 def _sparsity_line(label: str, enabled: bool):
     """A callback printing the fraction of zero groups per kind after every epoch (stderr)."""
-    from rich.console import Console
-
     from ..train import Callback
 
-    console = Console(stderr=True)
+    console = err
 
     class SparsityLine(Callback):
         def on_epoch_end(self, state) -> None:
@@ -75,17 +75,16 @@ def register(app: typer.Typer) -> None:
         finetune_epochs: Optional[int] = typer.Option(None, help="fine-tuning epochs with the structure frozen"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
         bench_threads: Optional[int] = typer.Option(None, help="torch threads for the CPU speed benchmark"),
-        seed: Optional[int] = typer.Option(None),
+        seed: Optional[int] = typer.Option(None, min=0),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Structured sparsity learning: baseline, group-Lasso variants, thinning, FLOPs, CPU speedups, report."""
         import torch
-        from rich.console import Console
 
         from ..runs.progress import Progress
         from ..studies.ssl import run_ssl
 
-        err = Console(stderr=True)
+        output_dir(run_dir, "run-dir")
         if not (recipe or config):
             recipe = "lenet-filter"
         overrides = drop_none({
@@ -95,19 +94,13 @@ def register(app: typer.Typer) -> None:
             "bench": {"threads": bench_threads},
             "threads": threads, "seed": seed,
         })
-        try:  # bad values in the recipe, or a run directory made with other settings
-            spec = load_spec(config, recipe, overrides)
-            torch.set_num_threads(spec.threads)
-            cfg = spec
-            err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> "
-                      f"{run_dir}")
-            out = run_ssl(cfg, run_dir, overwrite=overwrite,
-                          callbacks_for=lambda label: [Progress(label, enabled=not quiet), _sparsity_line(label, not quiet)])
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}", soft_wrap=True)
-            raise typer.Exit(2) from None
-        con = Console()
-        for res in [out["baseline"]] + out["variants"]:
+        spec = load_spec(config, recipe, overrides)  # bad values are ConfigErrors: one line, exit 2 (cli.main)
+        torch.set_num_threads(spec.threads)
+        err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> {run_dir}")
+        result = run_ssl(spec, run_dir, overwrite=overwrite,
+                         callbacks_for=lambda label: [Progress(label, enabled=not quiet), _sparsity_line(label, not quiet)])
+        con = out
+        for res in [result["baseline"]] + result["variants"]:
             con.print(f"{res['model']:>16}: error {100 * res['test_err']:.2f}%  FLOPs {100 * res['flop_pct']:.1f}%  "
                       f"depth {res['depth_thinned']}  speedup {res['speedup']:.2f}x  "
                       f"(thinned max |diff| {res['max_abs_diff']:.1e})")

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import ConfigError
 from .base import DataSplits, _rng, register, split_arrays
 
 __all__ = ["load_digits"]
@@ -29,7 +30,7 @@ def load_digits(*, root: str | os.PathLike | None = None, val_size: int | float 
     from sklearn.datasets import load_digits as sk_load_digits
 
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+        raise ConfigError(f"test_size must be in (0, 1), got {test_size!r}")
     x, y = sk_load_digits(return_X_y=True)
     perm = _rng(seed, 2).permutation(len(y))
     n_test = int(round(test_size * len(y)))

@@ -12,7 +12,8 @@ import torch
 
 from . import native
 from .backend import resolve_backend
-from .ell import SparseLayout, _check_operands, sddmm, stock_spmm
+from .ell import SparseLayout, sddmm, stock_spmm
+from .ops import check_operands
 
 
 def stock_spmm_bm(layout: SparseLayout, values: torch.Tensor, x: torch.Tensor, transposed: bool = False,
@@ -67,5 +68,5 @@ def sparse_matmul(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
     """
     if x.dim() != 2 or x.shape[1] != layout.n_in:
         raise ValueError(f"x must be [batch, n_in={layout.n_in}], got {tuple(x.shape)}")
-    _check_operands(x.t(), values, layout, bias)
+    check_operands(x.t(), values, layout, bias)
     return BatchMajorProduct.apply(x, values, bias, layout)

@@ -55,7 +55,7 @@ def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
     if spec.objective.complexity == "params":
         return float(count_parameters(model))
     tc = spec.train_config(cfg, seed=0)
-    state = fit(model, data, replace(tc, epochs=1))
+    state = fit(model, data, replace(tc, epochs=1), progress=False)
     return float(state.history[-1]["epoch_time_s"])
 
 
@@ -102,7 +102,8 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits, *, s
     tc = spec.train_config(config, seed=seed)
     cb = ReportCallback(spec, reference, report)
     t0 = time.perf_counter()
-    state = fit(model, data, tc, callbacks=[cb, *callbacks], run_dir=run_dir, resume=run_dir is not None)
+    state = fit(model, data, tc, callbacks=[cb, *callbacks], run_dir=run_dir, resume=run_dir is not None,
+                progress=False)
     train_s = time.perf_counter() - t0
     hist = state.history
     best_val = max(h["val_acc"] for h in hist)

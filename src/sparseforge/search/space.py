@@ -208,7 +208,7 @@ class SamplerSection(_Strict):
     n_initial: int = Field(default=15, ge=1, description="Sobol (or random) points before the model is used")
     candidates: int = Field(default=1000, ge=16, description="candidates scored by expected improvement")
     restarts: int = Field(default=2, ge=0, description="extra random restarts of the GP hyperparameter fit")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class PrunerSection(_Strict):

@@ -335,11 +335,20 @@ void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t 
               group);
   TORCH_CHECK((indptr.numel() - 1) % group == 0, "sparseforge: rows=", indptr.numel() - 1,
               " is not a multiple of group=", group);
+  TORCH_CHECK(indptr.device().is_cpu() && indices.device().is_cpu(), "sparseforge: indptr and indices must be on the CPU");
+  // O(rows) sanity of the row pointers (indices themselves are range-checked once, when the layout is built)
+  const int64_t* ip = indptr.data_ptr<int64_t>();
+  const int64_t rows = indptr.numel() - 1;
+  TORCH_CHECK(ip[0] == 0 && ip[rows] == indices.numel(), "sparseforge: indptr must run from 0 to edges=",
+              indices.numel(), ", got ", ip[0], " .. ", ip[rows]);
+  bool monotone = true;
+  for (int64_t r = 0; r < rows; ++r) monotone &= ip[r] <= ip[r + 1];
+  TORCH_CHECK(monotone, "sparseforge: indptr must be non-decreasing");
 }
 
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, const char* shape = "[n, batch]",
                 const char* along = "the batch") {
-  TORCH_CHECK(t.dim() == 2 && (t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1),
+  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1))),
               "sparseforge: ", name, " must be 2-D ", shape, " with unit stride along ", along, ", got sizes ",
               t.sizes(), " strides ", t.strides());
   TORCH_CHECK(t.scalar_type() == dtype, "sparseforge: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
@@ -554,9 +563,10 @@ void spmm_run(bool tiled, const int64_t* ip, const int64_t* id, const int64_t* p
 
 // The checks both spmm entries share; returns perm's data (nullptr when there is none).
 const int64_t* check_spmm_operands(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values,
-                                   int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
+                                   const at::Tensor& x, int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
                                    std::optional<double> hi, const std::optional<at::Tensor>& perm) {
   check_pattern(indptr, indices, group);
+  TORCH_CHECK(x.device().is_cpu() && values.device().is_cpu(), "sparseforge: x and values must be on the CPU");
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
               "sparseforge: values must be contiguous with one entry per edge");
   const bool has_perm = perm.has_value() && perm->defined();
@@ -580,7 +590,7 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   check_rows(x, "x", values.scalar_type());
   TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
               tile);
-  const int64_t* pp = check_spmm_operands(indptr, indices, values, group, bias, lo, hi, perm);
+  const int64_t* pp = check_spmm_operands(indptr, indices, values, x, group, bias, lo, hi, perm);
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
@@ -603,6 +613,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
   check_pattern(indptr, indices, group);
   check_rows(x, "x", gy.scalar_type());
   check_rows(gy, "gy", gy.scalar_type());
+  TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
   TORCH_CHECK(gy.size(0) == rows && gy.size(1) == B, "sparseforge: gy must be [rows=", rows, ", batch=", B, "]");
   at::Tensor out = at::empty({indices.numel()}, x.options());
@@ -624,7 +635,7 @@ at::Tensor spmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at
                    int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
                    std::optional<double> hi, const std::optional<at::Tensor>& perm) {
   check_rows(x, "x", values.scalar_type(), "[batch, n]", "features");
-  const int64_t* pp = check_spmm_operands(indptr, indices, values, group, bias, lo, hi, perm);
+  const int64_t* pp = check_spmm_operands(indptr, indices, values, x, group, bias, lo, hi, perm);
   const int64_t rows = indptr.numel() - 1, B = x.size(0), n = x.size(1), edges = indices.numel();
   at::Tensor y = at::empty({B, rows}, x.options());
   if (rows == 0 || B == 0) return y;
@@ -670,6 +681,7 @@ at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const a
   check_pattern(indptr, indices, group);
   check_rows(x, "x", gy.scalar_type(), "[batch, n]", "features");
   check_rows(gy, "gy", gy.scalar_type(), "[batch, rows]", "rows");
+  TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
   const int64_t rows = indptr.numel() - 1, B = x.size(0);
   TORCH_CHECK(gy.size(0) == B && gy.size(1) == rows, "sparseforge: gy must be [batch=", B, ", rows=", rows, "], got ",
               gy.sizes());

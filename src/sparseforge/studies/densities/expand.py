@@ -29,21 +29,17 @@ def list_studies(directory: Path = RECIPES) -> list[dict]:
         for s in recipe.settings:
             plan = expand(recipe, s)
             settings[s] = len(plan) * len(recipe.settings[s].seeds)
-        out.append(dict(name=path.stem[len(PREFIX):], path=path, title=recipe.title, claim=recipe.claim,
+        out.append(dict(name=path.stem[len(PREFIX):].replace("_", "-"), path=path, title=recipe.title, claim=recipe.claim,
                         settings=settings))
     return out
 
 
 def resolve_recipe(name: str | Path) -> Path:
-    """A YAML path, or a packaged study by name (``junction_densities`` or ``study_junction_densities``)."""
-    p = Path(name)
-    if p.suffix in (".yaml", ".yml") and p.exists():
-        return p
-    for cand in (RECIPES / f"{PREFIX}{p.name}.yaml", RECIPES / f"{p.name}.yaml", RECIPES / p.name):
-        if cand.is_file() and cand.name.startswith(PREFIX):
-            return cand
-    known = ", ".join(sorted(q.stem[len(PREFIX):] for q in RECIPES.glob(f"{PREFIX}*.yaml")))
-    raise ConfigError(f"study {str(name)!r} is not known; allowed: {known} (or a path to a study YAML file)")
+    """A YAML path, or a packaged study by name (``junction-densities``, ``junction_densities`` or
+    ``study_junction_densities``)."""
+    from ...config import resolve_recipe as resolve
+
+    return resolve(name, PREFIX)
 
 
 def load_recipe(name: str | Path) -> Recipe:

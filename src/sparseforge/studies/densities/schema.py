@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 
 from ...config import ConfigError, DataSpec, TrainSpec, _Strict, merge, parse
 from ...data import DATASETS, DataSplits
@@ -193,7 +193,7 @@ class Block(_Strict):
 
 
 class Setting(_Strict):
-    seeds: list[int] = Field(default=[0, 1, 2], min_length=1)
+    seeds: list[NonNegativeInt] = Field(default=[0, 1, 2], min_length=1)
     threads: int = Field(default=1, ge=1, description="torch intra-op threads")
     note: str = Field(default="", description="free text for the report (e.g. what it took, what it gave)")
     model: dict[str, Any] = Field(default_factory=dict)

@@ -44,7 +44,7 @@ class FixedStudyConfig(_Strict):
     z: tuple[int, ...] = Field(default=(128, 32), min_length=1)
     interleaver: Literal[1, 2, 3] = 1
     dither: bool = False
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     dataset: str = "mnist"
     data_root: str | None = None
     limit: int | None = Field(default=10000, ge=1, description="training samples (None: all)")

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, NonNegativeInt, field_validator, model_validator
 
 from ...config import DataSpec, _Strict
 from ...data import DataSplits
@@ -91,7 +91,7 @@ class PruneSection(_Strict):
 
 class RetrainSection(_Strict):
     sparsities: list[float] = Field(default=[0.9, 0.95, 0.99])
-    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
+    seeds: list[NonNegativeInt] = Field(default=[1, 2, 3], min_length=1)
     epochs: Optional[int] = Field(default=None, ge=1, description="None: the pre-training epochs")
     from_method: Literal["one-shot", "iterative"] = "iterative"
     random_control: bool = True
@@ -125,7 +125,7 @@ class PruneSpec(_Strict):
     retrain: RetrainSection = RetrainSection()
     bench: BenchSection = BenchSection()
     parts: list[Literal["sweep", "retrain", "bench"]] = Field(default=["sweep", "retrain", "bench"], min_length=1)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     threads: Optional[int] = Field(default=1, ge=1, description="torch intra-op threads for training")
 
     def load_data(self) -> DataSplits:

@@ -116,7 +116,7 @@ class SSLSpec(_Strict):
     bench: SSLBench = SSLBench()
     export_onnx: bool = True
     threads: int = Field(default=1, ge=1, description="torch threads for training")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     @model_validator(mode="after")
     def _unique_names(self) -> SSLSpec:
