@@ -218,7 +218,7 @@ def compile_step(n: int = 4096, batch: int = 256, density: float = 0.1, threads:
                     opt.step()
 
             fns[(backend, mode)] = step
-    t = interleaved_times(fns, repeats, 2, clock)
+    t = interleaved_times(fns, repeats, warmup=2, clock=clock)
     return [dict(backend=b, density=density, eager_ms=1e3 * t[(b, "eager")], compiled_ms=1e3 * t[(b, "compiled")],
                  compiled_vs_eager=t[(b, "compiled")] / t[(b, "eager")]) for b in _available_backends()]
 
