@@ -34,6 +34,26 @@ def test_topology_error_is_one_clear_line():
     assert "Traceback" not in r.stderr
 
 
+def test_topology_block_family():
+    r = runner.invoke(app, ["topology", "--net", "64,32,16", "--fan-out", "16,8", "--family", "block", "--block", "8",
+                            "--json"])
+    assert r.exit_code == 0, r.output
+    data = json.loads(r.output)
+    assert data["family"] == "block" and [j["d_in"] for j in data["junctions"]] == [32, 16]
+    r = run_cli("topology", "--net", "64,32", "--fan-out", "12", "--family", "block", "--block", "8")
+    assert r.returncode == 2 and "d_out = 8 or 16" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_bench_linear_tiny_run_and_bad_block():
+    r = run_cli("bench", "linear", "--n", "64", "--batch", "8", "--densities", "0.25", "--group-densities", "",
+                "--block-densities", "0.25", "--threads", "1", "--repeats", "1", "--no-compile")
+    assert r.returncode == 0, r.stderr
+    assert "block" in r.stdout and "fwd_bm_ms" in r.stdout
+    r = run_cli("bench", "linear", "--block", "5")
+    assert r.returncode == 2 and "--block: 5 is not allowed; choose one of 4, 8, 16" in r.stderr
+    assert "Traceback" not in r.stderr
+
+
 def test_bad_list_flag():
     r = run_cli("topology", "--net", "784,abc")
     assert r.returncode == 2 and "--net" in r.stderr and "abc" in r.stderr

@@ -13,9 +13,11 @@ from sparseforge.kernels import (
     set_backend,
     shared_index_group,
     sparse_inference_fm,
+    sparse_matmul,
     sparse_matmul_fm,
     use_backend,
 )
+from sparseforge.nn import SparseLinear
 from sparseforge.topology import Pattern, random_uniform, structured
 from sparseforge.topology.grouped import grouped
 
@@ -162,6 +164,75 @@ def test_native_spmm_paths_equal_dense(tile, name, batch, dtype):
     torch.testing.assert_close(yt.double(), w.t() @ g.double(), **tol)
     auto = ops.spmm(layout.indptr, layout.indices, values, x, 1)
     torch.testing.assert_close(auto.double(), w @ x.double(), **tol)
+
+
+# batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
+# 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
+# (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every
+# pattern has a partial block of rows and of features.
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", list(PATTERNS))
+@pytest.mark.parametrize("batch", [1, 5, 16, 20, 37, 300])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_batch_major_products_equal_dense_float64(backend, name, batch, dtype):
+    pattern = PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    values = torch.randn(pattern.edges, generator=gen, dtype=dtype, requires_grad=True)
+    bias = torch.randn(pattern.n_out, generator=gen, dtype=dtype, requires_grad=True)
+    # x is a column slice of a wider tensor: rows n_in + 3 apart, read in place by the native kernels
+    x = torch.randn(batch, pattern.n_in + 3, generator=gen, dtype=dtype)[:, 2:-1].requires_grad_()
+    g = torch.randn(batch, pattern.n_out, generator=gen, dtype=dtype)
+    with use_backend(backend):
+        y = sparse_matmul(x, values, layout, bias)
+        y.backward(g)
+    ref_y, ref_gx, ref_gv = dense_reference(pattern, values, x.t(), g.t())
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    assert y.dtype == dtype and y.shape == (batch, pattern.n_out)
+    torch.testing.assert_close(y.double(), ref_y.t() + bias.detach().double(), **tol)
+    torch.testing.assert_close(x.grad.double(), ref_gx.t(), **tol)
+    torch.testing.assert_close(values.grad.double(), ref_gv, **tol)
+    torch.testing.assert_close(bias.grad.double(), g.double().sum(0), **tol)
+
+
+@needs_native
+@pytest.mark.parametrize("name", ["structured", "empty-rows", "grouped8", "wide"])
+@pytest.mark.parametrize("batch", [1, 9, 300])
+def test_native_batch_major_op_fuses_bias_and_clamp(name, batch):
+    """spmm_bm with bias + clamp, and over the transposed pattern (values read through the permutation)."""
+    pattern = PATTERNS[name] if name != "wide" else Pattern.full(3, 200)
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    values = torch.randn(pattern.edges, generator=gen)
+    bias = torch.randn(pattern.n_out, generator=gen)
+    x = torch.randn(batch, pattern.n_in, generator=gen)
+    g = torch.randn(batch, pattern.n_out, generator=gen)
+    w = dense_weight(pattern, values)
+    ops = torch.ops.sparseforge
+    y = ops.spmm_bm(layout.indptr, layout.indices, values, x, layout.group, bias, -0.5, 1.0, None)
+    torch.testing.assert_close(y.double(), (x.double() @ w.t() + bias.double()).clamp(-0.5, 1.0), rtol=1e-5, atol=1e-5)
+    gx = ops.spmm_bm(layout.t_indptr, layout.t_indices, values, g, layout.t_group, None, None, None, layout.t_perm)
+    torch.testing.assert_close(gx.double(), g.double() @ w, rtol=1e-5, atol=1e-5)
+
+
+@needs_native
+def test_native_batch_major_ops_reject_bad_arguments():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    v, ops = torch.randn(layout.edges), torch.ops.sparseforge
+    with pytest.raises(RuntimeError, match=r"x must be 2-D \[batch, n\] with unit stride along features"):
+        ops.spmm_bm(layout.indptr, layout.indices, v, torch.randn(40, 6).t(), 1)
+    with pytest.raises(RuntimeError, match=r"gy must be \[batch=6, rows=40\]"):
+        ops.sddmm_bm(layout.indptr, layout.indices, torch.randn(5, 40), torch.randn(6, 48), 1)
+
+
+def test_layer_call_matches_feature_major_forward_and_refuses_bad_shapes():
+    layer = SparseLinear(PATTERNS["grouped4"])
+    x = torch.randn(3, 4, 40)
+    y = layer(x)
+    assert y.shape == (3, 4, 32)
+    torch.testing.assert_close(y.reshape(12, 32), layer.forward_fm(x.reshape(12, 40).t()).t())
+    with pytest.raises(ValueError, match=r"x must be \[batch, n_in=40\], got \(2, 39\)"):
+        sparse_matmul(torch.randn(2, 39), layer.weight, layer._layout, layer.bias)
 
 
 @needs_native

@@ -48,6 +48,8 @@ def bench_linear(
     densities: str = typer.Option("1,0.5,0.2,0.1,0.05,0.01"),
     group: int = typer.Option(4, min=1, help="group size G of the grouped pattern"),
     group_densities: str = typer.Option("0.1", help="densities of grouped patterns ('' for none)"),
+    block: int = typer.Option(8, help="block size b of the block pattern (4, 8 or 16)"),
+    block_densities: str = typer.Option("0.1", help="densities of block patterns ('' for none)"),
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(5, min=1),
     clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
@@ -57,26 +59,36 @@ def bench_linear(
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
     quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
-    """SparseLinear (each kernel backend) vs nn.Linear / torch.mm / oneDNN and torch CSR, forward and
-    training step, all timed in one interleaved run; speedup = best dense time / sparse time. Then a
-    SparseMLP training step compiled (torch.compile, fullgraph) vs eager."""
+    """SparseLinear (each kernel backend; feature-major forward_fm and the drop-in layer(x), "_bm") vs
+    nn.Linear / torch.mm / oneDNN and torch CSR, forward and training step, all timed in one interleaved run;
+    speedup = best dense time / sparse time. Then a SparseMLP training step compiled (torch.compile, fullgraph)
+    vs eager."""
     _check_clock(clock, threads)
     dens = parse_densities(densities, "densities") or []
     gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
+    bdens = parse_densities(block_densities, "block-densities") if block_densities.strip() else []
     if n % group:
         raise UserError(f"--group: {group} must divide --n {n} (grouped patterns share index lists by groups)")
+    from ..topology.block import BLOCK_SIZES
+
+    if block not in BLOCK_SIZES:
+        raise UserError(f"--block: {block} is not allowed; choose one of {', '.join(map(str, BLOCK_SIZES))}")
+    if bdens and n % block:
+        raise UserError(f"--block: {block} must divide --n {n} (block patterns are made of whole b x b blocks)")
     output_file(json_out, "json")
     from .. import io
     from ..studies.bench import compile_step, kernel_table
 
     res = kernel_table(n=n, batch=batch, densities=dens, group=group, group_densities=gdens or [],
                        threads=threads, repeats=repeats, clock=clock,
-                       on_round=_steps(f"bench linear {n}x{n}:", "timing rounds done", quiet))
-    _notice_rounded(dens + (gdens or []), [r["density"] for r in res["rows"] if r["backend"] == "stock"])
+                       on_round=_steps(f"bench linear {n}x{n}:", "timing rounds done", quiet),
+                       block=block, block_densities=bdens or [])
+    _notice_rounded(dens + (gdens or []) + (bdens or []),
+                    [r["density"] for r in res["rows"] if r["backend"] == "stock"])
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
-    keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "torch_csr_fwd_ms", "fwd_gflops",
-            "speedup_fwd", "speedup_train")
+    keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "fwd_bm_ms", "train_bm_ms",
+            "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train", "speedup_fwd_bm", "speedup_train_bm")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
     if compile:
@@ -127,7 +139,8 @@ def bench_batch(
     clock: str = typer.Option("wall", help="wall, or cpu (applies to the 1-thread points)"),
     quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
-    """Forward GFLOP/s of each backend and of torch.mm against batch size and thread count."""
+    """Forward GFLOP/s of each backend (forward_fm, and layer(x) as "_bm") and of torch.mm against batch size
+    and thread count."""
     number(density, "density", low=0, high=1, low_open=True)
     choice(clock, "clock", ("wall", "cpu"))
     batch_list, thread_list = ints(batches, "batches", min_value=1), ints(threads, "threads", min_value=1)

@@ -23,9 +23,10 @@ def register(app: typer.Typer) -> None:
         fan_in: Optional[str] = typer.Option(None, help="in-degree per junction"),
         density: Optional[str] = typer.Option(None, help="density per junction (or one for all), e.g. 0.2 or 20%"),
         rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
-        family: str = typer.Option("structured", help="structured, random, clash_free, expander, grouped, radix"),
+        family: str = typer.Option("structured", help="structured, random, clash_free, expander, grouped, block, radix"),
         z: Optional[int] = typer.Option(None, min=1, help="clash_free: degree of parallelism (memory banks)"),
         group: Optional[int] = typer.Option(None, min=1, help="grouped: right nodes sharing one index list"),
+        block: Optional[int] = typer.Option(None, min=1, help="block: size b of the dense b x b blocks (4, 8 or 16)"),
         radices: Optional[str] = typer.Option(None, help="RadiX-Net radix lists, e.g. 10,10 or 2,2,2;2,2,2 (sizes follow)"),
         widths: Optional[str] = typer.Option(None, help="RadiX-Net dense widths B_0,...,B_L (default all 1)"),
         seed: int = typer.Option(0, min=0),
@@ -38,7 +39,7 @@ def register(app: typer.Typer) -> None:
         from ..config import ModelSpec, parse
         from ..topology import analysis, radix_net
 
-        for flag, value, needs in (("z", z, "clash_free"), ("group", group, "grouped")):
+        for flag, value, needs in (("z", z, "clash_free"), ("group", group, "grouped"), ("block", block, "block")):
             if value is not None and family != needs:
                 raise UserError(f"--{flag} applies to --family {needs} only (got --family {family})")
         if widths is not None and radices is None:
@@ -49,7 +50,7 @@ def register(app: typer.Typer) -> None:
             topo = radix_net(parse_radices(radices), ints(widths, "widths", 1))
         else:
             dens = densities(density, "density")
-            options = {k: v for k, v in (("z", z), ("group", group)) if v is not None}
+            options = {k: v for k, v in (("z", z), ("group", group), ("block", block)) if v is not None}
             spec = {"net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "fan_in": ints(fan_in, "fan-in"),
                     "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family,
                     "seed": seed, "options": options}

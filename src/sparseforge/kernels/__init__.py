@@ -7,11 +7,13 @@ trace through them.
 """
 
 from .backend import BACKENDS, get_backend, resolve_backend, set_backend, use_backend
+from .batch_major import BatchMajorProduct, sparse_matmul
 from .ell import SparseLayout, gather_sum, sddmm, shared_index_group, stock_spmm
 from .ops import sparse_inference_fm, sparse_matmul_fm
 
 __all__ = [
     "BACKENDS",
+    "BatchMajorProduct",
     "SparseLayout",
     "gather_sum",
     "get_backend",
@@ -20,6 +22,7 @@ __all__ = [
     "set_backend",
     "shared_index_group",
     "sparse_inference_fm",
+    "sparse_matmul",
     "sparse_matmul_fm",
     "stock_spmm",
     "use_backend",

@@ -135,3 +135,21 @@ def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = Fa
 def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:
     """``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>``, shape ``[edges]``."""
     return torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, _rows(grad_y_fm), _rows(x_fm), layout.group)
+
+
+def spmm_bm(layout, values: torch.Tensor, x: torch.Tensor, transposed: bool = False,
+            bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
+    """Batch-major :func:`spmm`: ``x`` is ``[batch, n]`` (samples as rows), the result ``[batch, rows]``; no
+    transposed copy of either is made (the kernel transposes cache-sized tiles in registers)."""
+    lo, hi = clamp if clamp is not None else (None, None)
+    if transposed:
+        return torch.ops.sparseforge.spmm_bm(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x),
+                                             layout.t_group, bias, lo, hi, layout.t_perm)
+    return torch.ops.sparseforge.spmm_bm(layout.indptr, layout.indices, values.contiguous(), _rows(x), layout.group,
+                                         bias, lo, hi)
+
+
+def sddmm_bm(layout, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """Batch-major :func:`sddmm`: ``g[e] = sum_b grad_y[b, row(e)] * x[b, indices[e]]`` for ``grad_y``
+    ``[batch, n_out]`` and ``x`` ``[batch, n_in]``; shape ``[edges]``."""
+    return torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, _rows(grad_y), _rows(x), layout.group)

@@ -6,7 +6,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..kernels import SparseLayout
+from ..kernels import SparseLayout, sparse_matmul
 from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
 from ..topology import Pattern
 
@@ -106,13 +106,19 @@ class SparseLinear(nn.Module):
                          (self.indptr, self.indices, self.t_indptr, self.t_indices, self.t_perm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """``[..., n_in] -> [..., n_out]``."""
+        """``[..., n_in] -> [..., n_out]``. Eager float32/float64 calls run the batch-major kernels (no transposed
+        copies of ``x`` or ``y``); traced calls (torch.compile, torch.export) and half-precision inputs go through
+        the registered feature-major ops."""
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear: input of shape {tuple(x.shape)}; the last dimension must be "
                              f"in_features={self.in_features}")
         lead = x.shape[:-1]
-        y_fm = self.forward_fm(x.reshape(-1, self.in_features).t())
-        return y_fm.t().reshape(*lead, self.out_features)
+        x2 = x.reshape(-1, self.in_features)
+        if tracing() or x.dtype not in COMPUTE_DTYPES:
+            y = self.forward_fm(x2.t()).t()
+        else:
+            y = sparse_matmul(x2, self.weight, self._layout, self.bias)
+        return y.reshape(*lead, self.out_features)
 
     # ------------------------------------------------------------------ conversions and counts
     def to_dense(self) -> torch.Tensor:

@@ -34,6 +34,7 @@ from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
 from ..runs.timing import best_time, interleaved_times  # noqa: F401  (best_time: re-exported)
 from ..topology import Pattern, mixed_radix_pattern, structured, valid_out_degrees
+from ..topology.block import block as block_pattern
 from ..topology.grouped import grouped
 
 
@@ -85,13 +86,16 @@ def dense_fns(n: int, batch: int, seed: int = 0) -> dict[tuple[str, str], Callab
 
 
 def sparse_fns(pattern: Pattern, backend: str, batch: int, seed: int = 0) -> dict[str, Callable[[], object]]:
-    """SparseLinear (feature-major) with one backend: ``fwd``, ``train`` (forward+backward) and the two
-    backward products alone, ``grad_input`` and ``grad_values``."""
+    """SparseLinear with one backend: feature-major ``fwd``, ``train`` (forward+backward) and the two
+    backward products alone, ``grad_input`` and ``grad_values``; ``fwd_bm`` and ``train_bm``: the drop-in
+    ``layer(x)`` on batch-major ``x[batch, n_in]`` (as ``nn.Linear`` is called)."""
     torch.manual_seed(seed)
     layer = SparseLinear(pattern)
     layout: SparseLayout = layer._layout
     x = torch.randn(pattern.n_in, batch, requires_grad=True)
     g = torch.randn(pattern.n_out, batch)
+    x_bm = x.detach().t().contiguous().requires_grad_()
+    g_bm = g.t().contiguous()
     v = layer.weight.detach().reshape(-1)
     with use_backend(backend):
         spmm, sampled = PRODUCTS[resolve_backend("cpu", x.dtype)]
@@ -108,6 +112,8 @@ def sparse_fns(pattern: Pattern, backend: str, batch: int, seed: int = 0) -> dic
         "train": with_backend(lambda: layer.forward_fm(x).backward(g), grad=True),
         "grad_input": with_backend(lambda: spmm(layout, v, g, transposed=True)),
         "grad_values": with_backend(lambda: sampled(layout, g, x)),
+        "fwd_bm": with_backend(lambda: layer(x_bm)),
+        "train_bm": with_backend(lambda: layer(x_bm).backward(g_bm), grad=True),
     }
 
 
@@ -122,16 +128,22 @@ def kernel_table(
     clock: str = "wall",
     seed: int = 0,
     on_round: Callable[[int, int], None] | None = None,
+    block: int = 8,
+    block_densities: Sequence[float] = (0.1,),
 ) -> dict:
     """SparseLinear with every backend vs the dense paths, at ``n x n``, all timed in one interleaved run.
 
     Returns ``{"setup", "dense": {path: {"fwd", "train"} ms}, "best_dense_fwd_ms", "best_dense_train_ms",
     "dense_gflops_fwd", "rows": [...]}``; each row (pattern, backend) has times in ms, GFLOP/s and
-    ``speedup_fwd`` / ``speedup_train`` against the best dense path.
+    ``speedup_fwd`` / ``speedup_train`` against the best dense path (feature-major ``forward_fm``), and
+    ``fwd_bm_ms`` / ``train_bm_ms`` / ``speedup_fwd_bm`` / ``speedup_train_bm`` for the drop-in ``layer(x)``.
     """
     torch.set_num_threads(threads)
     cases = [structured(n, n, _out_degree(n, rho), seed=seed) for rho in densities]
     cases += [grouped(n, n, _out_degree(n, rho, group), group=group, seed=seed) for rho in group_densities]
+    cases += [block_pattern(n, n, block * _out_degree(n // block, rho), block=block, seed=seed) for rho in block_densities]
+    kinds = (["structured"] * len(densities) + ["grouped"] * len(group_densities) + ["block"] * len(block_densities))
+    sizes = {"structured": 1, "grouped": group, "block": block}
     fns: dict = dict(dense_fns(n, batch, seed))
     x_fm = torch.randn(n, batch)
     for i, pattern in enumerate(cases):
@@ -150,14 +162,17 @@ def kernel_table(
     for i, pattern in enumerate(cases):
         flops = 2 * pattern.edges * batch
         for backend in _available_backends():
-            ms = {op: 1e3 * t[(i, backend, op)] for op in ("fwd", "train", "grad_input", "grad_values")}
+            ms = {op: 1e3 * t[(i, backend, op)] for op in ("fwd", "train", "grad_input", "grad_values", "fwd_bm",
+                                                           "train_bm")}
             rows.append(dict(
-                pattern="grouped" if i >= len(densities) else "structured", group=group if i >= len(densities) else 1,
+                pattern=kinds[i], group=sizes[kinds[i]],
                 density=pattern.density, backend=backend, fwd_ms=ms["fwd"], train_ms=ms["train"],
                 torch_csr_fwd_ms=1e3 * t[(i, "torch CSR", "fwd")],
                 grad_input_ms=ms["grad_input"], grad_values_ms=ms["grad_values"],
                 fwd_gflops=flops / ms["fwd"] / 1e6, train_gflops=3 * flops / ms["train"] / 1e6,
                 speedup_fwd=1e3 * best_fwd / ms["fwd"], speedup_train=1e3 * best_train / ms["train"],
+                fwd_bm_ms=ms["fwd_bm"], train_bm_ms=ms["train_bm"], speedup_fwd_bm=1e3 * best_fwd / ms["fwd_bm"],
+                speedup_train_bm=1e3 * best_train / ms["train_bm"],
             ))
     return dict(
         setup=dict(n_in=n, n_out=n, batch=batch, threads=threads, clock=clock, repeats=repeats,
@@ -203,7 +218,7 @@ def compile_step(n: int = 4096, batch: int = 256, density: float = 0.1, threads:
                     opt.step()
 
             fns[(backend, mode)] = step
-    t = interleaved_times(fns, repeats, 2, clock)
+    t = interleaved_times(fns, repeats, warmup=2, clock=clock)
     return [dict(backend=b, density=density, eager_ms=1e3 * t[(b, "eager")], compiled_ms=1e3 * t[(b, "compiled")],
                  compiled_vs_eager=t[(b, "compiled")] / t[(b, "eager")]) for b in _available_backends()]
 
@@ -218,7 +233,8 @@ def batch_sweep(
     seed: int = 0,
     on_round: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
-    """Forward GFLOP/s of each backend and of ``torch.mm`` against batch size and thread count (``clock``
+    """Forward GFLOP/s of each backend (feature-major ``forward_fm``, and ``<backend>_bm``: the drop-in
+    ``layer(x)`` on batch-major ``x``) and of ``torch.mm`` against batch size and thread count (``clock``
     applies to the single-thread points; multi-threaded points use the wall clock). ``on_round(done, total)``
     reports the (threads, batch) points measured so far."""
     pattern = structured(n, n, _out_degree(n, density), seed=seed)
@@ -233,9 +249,11 @@ def batch_sweep(
             if on_round:
                 on_round(len(rows), points)
             x = torch.randn(n, b)
+            x_bm = x.t().contiguous()
             fns: dict = {"mm": lambda: torch.mm(w, x)}
             for backend in _available_backends():
                 fns[backend] = lambda backend=backend: _forward(layer, x, backend)
+                fns[f"{backend}_bm"] = lambda backend=backend: _forward(layer, x_bm, backend, batch_major=True)
             t = interleaved_times(fns, repeats, warmup=1, clock=tclock)
             row: dict = dict(threads=nt, batch=b, density=pattern.density, clock=tclock)
             for key, s in t.items():
@@ -248,9 +266,9 @@ def batch_sweep(
     return rows
 
 
-def _forward(layer: SparseLinear, x: torch.Tensor, backend: str) -> torch.Tensor:
+def _forward(layer: SparseLinear, x: torch.Tensor, backend: str, batch_major: bool = False) -> torch.Tensor:
     with use_backend(backend), torch.no_grad():
-        return layer.forward_fm(x)
+        return layer(x) if batch_major else layer.forward_fm(x)
 
 
 # ---------------------------------------------------------------------------------------- challenge
@@ -419,10 +437,27 @@ def grouped_accuracy(
     threads: int = 2,
     limit: int | None = None,
 ) -> list[dict]:
-    """Does grouping cost accuracy? Train the same SparseMLP with ``structured`` and ``grouped`` junctions
+    """Does grouping cost accuracy? :func:`family_accuracy` of ``structured`` vs ``grouped`` (``group``)."""
+    return family_accuracy(sizes, fan_out, (("structured", {}), ("grouped", {"group": group})), dataset=dataset,
+                           epochs=epochs, seeds=seeds, batch_size=batch_size, lr=lr, threads=threads, limit=limit)
+
+
+def family_accuracy(
+    sizes: Sequence[int] = (784, 392, 392, 10),
+    fan_out: Sequence[int] = (32, 32, 10),
+    families: Sequence[tuple[str, dict]] = (("structured", {}), ("block", {"block": 8})),
+    dataset: str = "mnist",
+    epochs: int = 10,
+    seeds: Sequence[int] = (0, 1, 2),
+    batch_size: int = 256,
+    lr: float = 1e-3,
+    threads: int = 2,
+    limit: int | None = None,
+) -> list[dict]:
+    """Does a structured family cost accuracy? Train the same SparseMLP with each ``(family, options)``
     (equal sizes, out-degrees and therefore density; the last junction is dense when its out-degree is
-    ``N_L``) for each seed and return one row per run: ``family``, ``seed``, ``rho_net``, ``test_acc``,
-    ``val_acc``, ``epoch_time_s``."""
+    ``N_L``) for each seed and return one row per run: ``family``, ``options``, ``seed``, ``rho_net``,
+    ``test_acc``, ``val_acc``, ``epoch_time_s``. The default sizes suit blocks of 4 and 8 (392 = 49 x 8)."""
     from ..data import load_dataset
     from ..nn import SparseMLP
     from ..topology import design
@@ -431,14 +466,14 @@ def grouped_accuracy(
     torch.set_num_threads(threads)
     data = load_dataset(dataset, seed=0, limit=limit)
     rows = []
-    for family in ("structured", "grouped"):
-        options = {"group": group} if family == "grouped" else {}
+    for family, options in families:
         for seed in seeds:
             topology = design(sizes, fan_out=fan_out, family=family, seed=seed, **options)
             torch.manual_seed(seed)
             model = SparseMLP(topology)
             state = fit(model, data, TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed))
-            rows.append(dict(family=family, group=group if options else 1, seed=seed, rho_net=topology.rho_net,
-                             test_acc=state.metrics["test_acc"], val_acc=state.metrics["val_acc"],
+            rows.append(dict(family=family, options=dict(options), group=options.get("group", 1), seed=seed,
+                             rho_net=topology.rho_net, test_acc=state.metrics["test_acc"],
+                             val_acc=state.metrics["val_acc"],
                              epoch_time_s=float(np.mean([h["epoch_time_s"] for h in state.history]))))
     return rows

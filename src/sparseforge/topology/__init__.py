@@ -8,6 +8,7 @@ from .clash_free import design_clash_free, find_clashes, is_clash_free
 from .expander import expander as expander_pattern
 from .radix import mixed_radix_pattern, radix_net
 from .grouped import grouped as grouped_pattern  # registers the family "grouped"
+from .block import block as block_pattern  # registers the family "block"
 
 __all__ = [
     "FAMILIES",
@@ -17,6 +18,7 @@ __all__ = [
     "TopologyError",
     "design",
     "analysis",
+    "block_pattern",
     "clash_free",
     "design_clash_free",
     "find_clashes",

@@ -10,6 +10,8 @@
 //        (perm optional: identity; bias and clamp bounds optional, applied to each finished output row while
 //        it is in cache: no extra pass over y; tile: -1 choose, 0 stream whole batch rows, 1 batch tiles)
 //   sddmm(indptr, indices, gy, x, G) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]>
+//   spmm_bm, sddmm_bm: the same products on batch-major operands (x[batch, n], y[batch, rows], gy[batch, rows]),
+//        what nn.Linear-style callers hold; see "batch-major" below (no transposed copies of x or y).
 //
 // Forward and grad-input are spmm; grad-input runs over the transposed pattern, whose edge e has the value
 // values[perm[e]], gathered by the op in one parallel pass into a reused buffer (torch's index_select took
@@ -30,6 +32,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <optional>
+#include <type_traits>
 
 namespace {
 
@@ -200,39 +203,49 @@ void pack_tiles(const T* x, int64_t ldx, int64_t n, int64_t B, int64_t W, T* xt,
   }
 }
 
-// Rows [r0, r1) of the tile xt at batch columns [c0, c0 + width) of y[rows, B].
-template <typename T>
-void spmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep,
-                    const T* xt, T* y, int64_t B, int64_t c0, int64_t width, int64_t r0, int64_t r1) {
+// Row groups [g0, g1) of one tile (xt[n][W], W = NV vectors) at batch columns [c0, c0 + width): each group of G
+// rows keeps its G * W outputs in registers over all its edges (P partial sums keep >= 8 FMA chains in flight),
+// then applies the epilogue and stores row r at y[r - row0][c0 : c0 + width] (rows ldy apart; row0: the row
+// that y's first row holds).
+template <typename T, int G, int NV>
+void tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* xt,
+               T* y, int64_t ldy, int64_t c0, int64_t width, int64_t g0, int64_t g1, int64_t row0 = 0) {
   using V = Vec<T>;
   using VT = typename V::type;
-  constexpr int L = V::lanes, NV = kTileVectors, W = NV * L, P = NV >= 8 ? 1 : 8 / NV;
-  for (int64_t r = r0; r < r1; ++r) {
-    const int64_t beg = indptr[r], n = indptr[r + 1] - beg;
+  constexpr int L = V::lanes, W = NV * L, P = G * NV >= 8 ? 1 : 8 / (G * NV);
+  for (int64_t g = g0; g < g1; ++g) {
+    const int64_t r0 = g * G, beg = indptr[r0], n = indptr[r0 + 1] - beg;
     const int64_t* idx = indices + beg;
-    const T* vals = values + beg;
-    VT acc[P][NV];
+    const T* vals[G];
+    for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
+    VT acc[P][G][NV];
     for (int p = 0; p < P; ++p)
-      for (int v = 0; v < NV; ++v) acc[p][v] = VT{};
+      for (int u = 0; u < G; ++u)
+        for (int v = 0; v < NV; ++v) acc[p][u][v] = VT{};
     int64_t k = 0;
     for (; k + P <= n; k += P)
       for (int p = 0; p < P; ++p) {
         const T* xr = xt + idx[k + p] * W;
-        const T w = vals[k + p];
-        for (int v = 0; v < NV; ++v) acc[p][v] += w * V::load(xr + v * L);
+        VT xv[NV];
+        for (int v = 0; v < NV; ++v) xv[v] = V::load(xr + v * L);
+        for (int u = 0; u < G; ++u)
+          for (int v = 0; v < NV; ++v) acc[p][u][v] += vals[u][k + p] * xv[v];
       }
     for (; k < n; ++k) {
       const T* xr = xt + idx[k] * W;
-      for (int v = 0; v < NV; ++v) acc[0][v] += vals[k] * V::load(xr + v * L);
+      for (int u = 0; u < G; ++u)
+        for (int v = 0; v < NV; ++v) acc[0][u][v] += vals[u][k] * V::load(xr + v * L);
     }
-    T out[W];
-    for (int v = 0; v < NV; ++v) {
-      VT s = acc[0][v];
-      for (int p = 1; p < P; ++p) s += acc[p][v];
-      V::store(out + v * L, s);
+    for (int u = 0; u < G; ++u) {
+      T out[W];
+      for (int v = 0; v < NV; ++v) {
+        VT s = acc[0][u][v];
+        for (int p = 1; p < P; ++p) s += acc[p][u][v];
+        V::store(out + v * L, s);
+      }
+      finish(ep, r0 + u, out, width);
+      std::memcpy(y + (r0 + u - row0) * ldy + c0, out, sizeof(T) * width);
     }
-    finish(ep, r, out, width);
-    std::memcpy(y + r * B + c0, out, sizeof(T) * width);
   }
 }
 
@@ -248,7 +261,7 @@ void spmm_tiled(const int64_t* ip, const int64_t* id, const T* v, const Epilogue
   at::parallel_for(0, tiles * rows, grain(rows, edges, W), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1;) {
       const int64_t t = a / rows, rs = a % rows, re = std::min(rows, rs + (a1 - a));
-      spmm_tile_rows<T>(ip, id, v, ep, xt + t * n * W, y, B, t * W, std::min(W, B - t * W), rs, re);
+      tile_rows<T, 1, kTileVectors>(ip, id, v, ep, xt + t * n * W, y, B, t * W, std::min(W, B - t * W), rs, re);
       a += re - rs;
     }
   });
@@ -333,9 +346,10 @@ void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t 
   TORCH_CHECK(monotone, "sparseforge: indptr must be non-decreasing");
 }
 
-void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype) {
-  TORCH_CHECK(t.dim() == 2 && (t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1),
-              "sparseforge: ", name, " must be 2-D [n, batch] with unit stride along the batch, got sizes ",
+void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, const char* shape = "[n, batch]",
+                const char* along = "the batch") {
+  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1))),
+              "sparseforge: ", name, " must be 2-D ", shape, " with unit stride along ", along, ", got sizes ",
               t.sizes(), " strides ", t.strides());
   TORCH_CHECK(t.scalar_type() == dtype, "sparseforge: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
 }
@@ -369,6 +383,149 @@ struct SddmmOp {
   }
 };
 
+// -------------------------------------------------------------------------------------- batch-major
+// Batch-major operands: x[B, n] (samples ldx apart, unit stride along features) -> y[B, rows], with no
+// transposed copy of x or y in memory. x is packed one tile of W samples at a time (128 bytes, or one vector
+// for small batches) into xt[t][i][0:W] by in-register L x L transposes (L = lanes of a vector), every row
+// group is computed one tile at a time with its outputs in registers (tile_rows), and each block of L output
+// rows is transposed back in registers and stored as L-wide pieces of L sample rows of y. Work items are
+// (tile, feature block) pairs for the pack and (tile, row block) pairs for the product, tile-major, so with
+// several tiles a thread mostly reads the tiles it packed itself (its L2). sddmm_bm transposes x and gy
+// whole into reused buffers the same way and runs the feature-major sddmm.
+
+// Transposes the L x L block r[s][i] in place (r[i][s] afterwards): log2(L) perfect-shuffle stages.
+template <typename T>
+inline void transpose_square(typename Vec<T>::type (&r)[Vec<T>::lanes]) {
+  using VT = typename Vec<T>::type;
+  constexpr int L = Vec<T>::lanes;
+#if defined(__GNUC__) && !defined(__clang__)
+  using M = typename Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>::type;
+  M lo, hi;  // interleave the low (high) halves of two vectors
+  for (int j = 0; j < L; ++j) {
+    lo[j] = (j % 2 ? L : 0) + j / 2;
+    hi[j] = (j % 2 ? L : 0) + L / 2 + j / 2;
+  }
+  for (int stage = 1; stage < L; stage *= 2) {
+    VT t[L];
+    for (int i = 0; i < L / 2; ++i) {
+      t[2 * i] = __builtin_shuffle(r[i], r[i + L / 2], lo);
+      t[2 * i + 1] = __builtin_shuffle(r[i], r[i + L / 2], hi);
+    }
+    for (int i = 0; i < L; ++i) r[i] = t[i];
+  }
+#else
+  T m[L][L];
+  for (int s = 0; s < L; ++s) Vec<T>::store(m[s], r[s]);
+  for (int i = 0; i < L; ++i)
+    for (int s = 0; s < L; ++s) r[i][s] = m[s][i];
+#endif
+}
+
+// dst[i][s] = src[s][i] for features i in [i0, i1) and samples s < S, zero for s in [S, Spad); src rows lds
+// apart, dst rows ldd apart. Whole L x L blocks go through registers, the rest one value at a time.
+template <typename T>
+void transpose_rows(const T* src, int64_t lds, int64_t S, int64_t Spad, T* dst, int64_t ldd, int64_t i0, int64_t i1) {
+  using V = Vec<T>;
+  constexpr int L = V::lanes;
+  int64_t s0 = 0;
+  for (; s0 + L <= S; s0 += L) {
+    int64_t i = i0;
+    for (; i + L <= i1; i += L) {
+      typename V::type r[L];
+      for (int s = 0; s < L; ++s) r[s] = V::load(src + (s0 + s) * lds + i);
+      transpose_square<T>(r);
+      for (int k = 0; k < L; ++k) V::store(dst + (i + k) * ldd + s0, r[k]);
+    }
+    for (; i < i1; ++i)
+      for (int s = 0; s < L; ++s) dst[i * ldd + s0 + s] = src[(s0 + s) * lds + i];
+  }
+  for (int64_t i = i0; i < i1; ++i)
+    for (int64_t s = s0; s < Spad; ++s) dst[i * ldd + s] = s < S ? src[s * lds + i] : T(0);
+}
+
+// Feature blocks of the pack: a multiple of L features (the in-register transposes need full blocks).
+template <typename T>
+constexpr int64_t pack_block() { return 4 * Vec<T>::lanes; }
+
+// xt[t][i][0:W] = x[t * W + s, i] (zero past B) for all tiles and features, in parallel.
+template <typename T>
+void pack_tiles_bm(const T* x, int64_t ldx, int64_t n, int64_t B, int64_t W, T* xt) {
+  constexpr int64_t F = pack_block<T>();
+  const int64_t tiles = (B + W - 1) / W, blocks = (n + F - 1) / F;
+  at::parallel_for(0, tiles * blocks, std::max<int64_t>(1, (int64_t{1} << 14) / (F * W)), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a) {
+      const int64_t t = a / blocks, i0 = (a % blocks) * F;
+      transpose_rows<T>(x + t * W * ldx, ldx, std::min(W, B - t * W), W, xt + t * n * W, W, i0, std::min(n, i0 + F));
+    }
+  });
+}
+
+// One tile of W samples, rows [r0, r1) (r0 a multiple of L and of G): tile_rows into a stage[L][W] block at a
+// time, then each full L x L piece is transposed in registers into y[c0 + s][r] (samples ldy apart); partial
+// pieces (the last rows of the pattern, the last samples of the batch) are stored one value at a time.
+template <typename T, int G, int NV>
+void tile_block_bm(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* xt, T* y,
+                   int64_t ldy, int64_t c0, int64_t width, int64_t r0, int64_t r1) {
+  using V = Vec<T>;
+  constexpr int L = V::lanes, W = NV * L;
+  static_assert(L % G == 0, "a row block holds whole groups");
+  alignas(64) T stage[L * W];
+  for (int64_t rb = r0; rb < r1; rb += L) {
+    const int64_t nr = std::min<int64_t>(L, r1 - rb);
+    // stage[q][s] = y[c0 + s][rb + q]: tile_rows writes "feature-major" rows of length W into the stage
+    tile_rows<T, G, NV>(ip, id, v, ep, xt, stage, W, 0, width, rb / G, (rb + nr) / G, rb);
+    for (int64_t s0 = 0; s0 < width; s0 += L) {
+      if (nr == L && s0 + L <= width) {
+        typename V::type r[L];
+        for (int q = 0; q < L; ++q) r[q] = V::load(stage + q * W + s0);
+        transpose_square<T>(r);
+        for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * ldy + rb, r[s]);
+      } else {
+        for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
+          for (int64_t q = 0; q < nr; ++q) y[(c0 + s) * ldy + rb + q] = stage[q * W + s];
+      }
+    }
+  }
+}
+
+template <typename T, int G, int NV>
+void spmm_bm_tiles(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* x, int64_t ldx,
+                   int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
+  constexpr int L = Vec<T>::lanes, W = NV * L;
+  const int64_t tiles = (B + W - 1) / W, blocks = (rows + L - 1) / L;
+  T* xt = scratch<T, 0>(tiles * n * W);
+  pack_tiles_bm<T>(x, ldx, n, B, W, xt);
+  at::parallel_for(0, tiles * blocks, std::max<int64_t>(1, grain(rows, edges, W) / L), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1;) {
+      const int64_t t = a / blocks, bs = a % blocks, be = std::min(blocks, bs + (a1 - a));
+      tile_block_bm<T, G, NV>(ip, id, v, ep, xt + t * n * W, y, rows, t * W, std::min<int64_t>(W, B - t * W), bs * L,
+                              std::min(rows, be * L));
+      a += be - bs;
+    }
+  });
+}
+
+constexpr int64_t kWideTileBytes = int64_t{1} << 20;
+
+template <typename T, int G>
+struct SpmmBmOp {
+  static void run(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* x, int64_t ldx,
+                  int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
+    constexpr int L = Vec<T>::lanes;
+    if (B == 1)  // one sample: x and y are single rows, i.e. feature-major columns (gathered dot products)
+      SpmmOp<T, G>::run(ip, id, v, ep, x, 1, y, 1, rows / G, edges);
+    else if (B <= L)  // small batches: one tile of one vector
+      spmm_bm_tiles<T, G, 1>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
+    else if (G <= 4 && B > 2 * L && B <= 4 * L && n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
+      // one tile of 4 vectors (fits L2) instead of two of 2: half the per-row overhead (measured at 4096^2,
+      // 5%, 1 thread, loaded machine: batch 48-64 at 0.68-0.84x the feature-major time instead of 0.82-1.09x;
+      // no change at 1%); G = 8 would need all 32 vector registers
+      spmm_bm_tiles<T, G, 4>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
+    else
+      spmm_bm_tiles<T, G, kTileVectors>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
+  }
+};
+
 template <typename T>
 Epilogue<T> epilogue(const std::optional<at::Tensor>& bias, std::optional<double> lo, std::optional<double> hi) {
   Epilogue<T> ep;
@@ -377,20 +534,26 @@ Epilogue<T> epilogue(const std::optional<at::Tensor>& bias, std::optional<double
   return ep;
 }
 
+// The values in this pattern's edge order: values[perm[e]] gathered in one parallel pass into a reused buffer
+// when perm is given, else values itself.
+template <typename T>
+const T* edge_values(const at::Tensor& values, const int64_t* perm, int64_t edges) {
+  const T* v = values.data_ptr<T>();
+  if (!perm) return v;
+  T* pv = scratch<T, 1>(edges);
+  at::parallel_for(0, edges, int64_t{1} << 14, [&](int64_t e0, int64_t e1) {
+    for (int64_t e = e0; e < e1; ++e) pv[e] = v[perm[e]];
+  });
+  return pv;
+}
+
 template <typename T>
 void spmm_run(bool tiled, const int64_t* ip, const int64_t* id, const int64_t* perm, const at::Tensor& values,
               const std::optional<at::Tensor>& bias, std::optional<double> lo, std::optional<double> hi,
               const at::Tensor& x, at::Tensor& y, int64_t group, int64_t rows, int64_t edges) {
   const Epilogue<T> ep = epilogue<T>(bias, lo, hi);
   const int64_t B = x.size(1);
-  const T* v = values.data_ptr<T>();
-  if (perm) {  // values into this pattern's edge order, one parallel pass (into a reused buffer)
-    T* pv = scratch<T, 1>(edges);
-    at::parallel_for(0, edges, int64_t{1} << 14, [&](int64_t e0, int64_t e1) {
-      for (int64_t e = e0; e < e1; ++e) pv[e] = v[perm[e]];
-    });
-    v = pv;
-  }
+  const T* v = edge_values<T>(values, perm, edges);
   if (tiled)
     spmm_tiled<T>(ip, id, v, ep, x.data_ptr<T>(), x.stride(0), x.size(0), y.data_ptr<T>(), B, rows, edges);
   else
@@ -398,30 +561,37 @@ void spmm_run(bool tiled, const int64_t* ip, const int64_t* id, const int64_t* p
                           edges);
 }
 
-at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
-                int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
-                std::optional<double> hi, const std::optional<at::Tensor>& perm, int64_t tile) {
+// The checks both spmm entries share; returns perm's data (nullptr when there is none).
+const int64_t* check_spmm_operands(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values,
+                                   const at::Tensor& x, int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
+                                   std::optional<double> hi, const std::optional<at::Tensor>& perm) {
   check_pattern(indptr, indices, group);
-  check_rows(x, "x", values.scalar_type());
   TORCH_CHECK(x.device().is_cpu() && values.device().is_cpu(), "sparseforge: x and values must be on the CPU");
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
               "sparseforge: values must be contiguous with one entry per edge");
-  TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
-              tile);
   const bool has_perm = perm.has_value() && perm->defined();
   if (has_perm)  // a permutation of the edges (not checked element-wise: callers pass the pattern's transpose order)
     TORCH_CHECK(perm->scalar_type() == at::kLong && perm->dim() == 1 && perm->is_contiguous() &&
                     perm->numel() == indices.numel(),
                 "sparseforge: perm must be a contiguous int64 [edges] tensor");
-  const int64_t* pp = has_perm ? perm->data_ptr<int64_t>() : nullptr;
-  const int64_t rows = indptr.numel() - 1, B = x.size(1);
-  const bool has_bias = bias.has_value() && bias->defined();
-  if (has_bias)
+  const int64_t rows = indptr.numel() - 1;
+  if (bias.has_value() && bias->defined())
     TORCH_CHECK(bias->dim() == 1 && bias->numel() == rows && bias->is_contiguous() &&
                     bias->scalar_type() == values.scalar_type(),
                 "sparseforge: bias must be a contiguous [rows=", rows, "] tensor of the values' dtype");
   TORCH_CHECK(lo.has_value() == hi.has_value() && (!lo || *lo <= *hi),
               "sparseforge: clamp needs both lo and hi with lo <= hi");
+  return has_perm ? perm->data_ptr<int64_t>() : nullptr;
+}
+
+at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
+                int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
+                std::optional<double> hi, const std::optional<at::Tensor>& perm, int64_t tile) {
+  check_rows(x, "x", values.scalar_type());
+  TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
+              tile);
+  const int64_t* pp = check_spmm_operands(indptr, indices, values, x, group, bias, lo, hi, perm);
+  const int64_t rows = indptr.numel() - 1, B = x.size(1);
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
@@ -460,14 +630,86 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
   return out;
 }
 
+// Batch-major spmm: x[B, n] -> y[B, rows] (see "batch-major" above); same operands as spmm otherwise.
+at::Tensor spmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& values, const at::Tensor& x,
+                   int64_t group, const std::optional<at::Tensor>& bias, std::optional<double> lo,
+                   std::optional<double> hi, const std::optional<at::Tensor>& perm) {
+  check_rows(x, "x", values.scalar_type(), "[batch, n]", "features");
+  const int64_t* pp = check_spmm_operands(indptr, indices, values, x, group, bias, lo, hi, perm);
+  const int64_t rows = indptr.numel() - 1, B = x.size(0), n = x.size(1), edges = indices.numel();
+  at::Tensor y = at::empty({B, rows}, x.options());
+  if (rows == 0 || B == 0) return y;
+  const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
+  if (x.scalar_type() == at::kFloat) {
+    const float* v = edge_values<float>(values, pp, edges);
+    with_group<SpmmBmOp, float>(group, ip, id, v, epilogue<float>(bias, lo, hi), x.data_ptr<float>(), x.stride(0), n,
+                                y.data_ptr<float>(), B, rows, edges);
+  } else if (x.scalar_type() == at::kDouble) {
+    const double* v = edge_values<double>(values, pp, edges);
+    with_group<SpmmBmOp, double>(group, ip, id, v, epilogue<double>(bias, lo, hi), x.data_ptr<double>(), x.stride(0),
+                                 n, y.data_ptr<double>(), B, rows, edges);
+  } else {
+    TORCH_CHECK(false, "sparseforge: spmm_bm supports float32 and float64, got ", x.scalar_type());
+  }
+  return y;
+}
+
+// Batch-major sddmm: g[e] = sum_b gy[b, row(e)] * x[b, indices[e]] for gy[B, rows], x[B, n]. Both are transposed
+// into reused feature-major buffers (in-register transposes), then the feature-major sddmm runs on them.
+template <typename T>
+void sddmm_bm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, const at::Tensor& x, at::Tensor& out,
+                  int64_t group, int64_t rows) {
+  constexpr int64_t F = pack_block<T>();
+  const int64_t B = x.size(0), n = x.size(1);
+  T* xt = scratch<T, 2>(n * B);
+  T* gt = scratch<T, 3>(rows * B);
+  const T *xp = x.data_ptr<T>(), *gp = gy.data_ptr<T>();
+  const int64_t xb = (n + F - 1) / F, gb = (rows + F - 1) / F;
+  at::parallel_for(0, xb + gb, std::max<int64_t>(1, (int64_t{1} << 14) / (F * B)), [&](int64_t a0, int64_t a1) {
+    for (int64_t a = a0; a < a1; ++a) {
+      if (a < xb)
+        transpose_rows<T>(xp, x.stride(0), B, B, xt, B, a * F, std::min(n, (a + 1) * F));
+      else
+        transpose_rows<T>(gp, gy.stride(0), B, B, gt, B, (a - xb) * F, std::min(rows, (a - xb + 1) * F));
+    }
+  });
+  with_group<SddmmOp, T>(group, ip, id, gt, B, xt, B, out.data_ptr<T>(), B, rows / group, ip[rows]);
+}
+
+at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& gy, const at::Tensor& x,
+                    int64_t group) {
+  check_pattern(indptr, indices, group);
+  check_rows(x, "x", gy.scalar_type(), "[batch, n]", "features");
+  check_rows(gy, "gy", gy.scalar_type(), "[batch, rows]", "rows");
+  TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
+  const int64_t rows = indptr.numel() - 1, B = x.size(0);
+  TORCH_CHECK(gy.size(0) == B && gy.size(1) == rows, "sparseforge: gy must be [batch=", B, ", rows=", rows, "], got ",
+              gy.sizes());
+  at::Tensor out = at::empty({indices.numel()}, x.options());
+  if (indices.numel() == 0) return out;
+  if (B == 0) return out.zero_();
+  const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
+  if (x.scalar_type() == at::kFloat)
+    sddmm_bm_run<float>(ip, id, gy, x, out, group, rows);
+  else if (x.scalar_type() == at::kDouble)
+    sddmm_bm_run<double>(ip, id, gy, x, out, group, rows);
+  else
+    TORCH_CHECK(false, "sparseforge: sddmm_bm supports float32 and float64, got ", x.scalar_type());
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(sparseforge, m) {
   m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None, int tile=-1) -> Tensor");
   m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
+  m.def("spmm_bm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None) -> Tensor");
+  m.def("sddmm_bm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparseforge, CPU, m) {
   m.impl("spmm", &spmm);
   m.impl("sddmm", &sddmm);
+  m.impl("spmm_bm", &spmm_bm);
+  m.impl("sddmm_bm", &sddmm_bm);
 }

@@ -1,0 +1,72 @@
+"""Sparse products on *batch-major* activations (``[batch, n]``, samples as rows: what ``nn.Linear`` takes).
+
+The same three products as :mod:`.ell` (forward, grad input over the transposed pattern, grad values), for
+``x[batch, n_in] -> y[batch, n_out]``. The native kernels (:func:`.native.spmm_bm`, :func:`.native.sddmm_bm`)
+read and write batch-major tensors directly, transposing cache-sized tiles in registers, so ``layer(x)`` costs
+what the feature-major product costs; the stock path computes on transposed views with the ops of :mod:`.ell`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from . import native
+from .backend import resolve_backend
+from .ell import SparseLayout, sddmm, stock_spmm
+from .ops import check_operands
+
+
+def stock_spmm_bm(layout: SparseLayout, values: torch.Tensor, x: torch.Tensor, transposed: bool = False,
+                  bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
+    """``[batch, rows]``: :func:`.ell.stock_spmm` on the transposed views of ``x[batch, n]`` and the result."""
+    return stock_spmm(layout, values, x.t(), transposed=transposed, bias=bias, clamp=clamp).t()
+
+
+def stock_sddmm_bm(layout: SparseLayout, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``g[e] = sum_b grad_y[b, row(e)] * x[b, indices[e]]`` (``[edges]``) with :func:`.ell.sddmm`."""
+    return sddmm(layout, grad_y.t(), x.t())
+
+
+#: backend name -> (spmm, sddmm) on batch-major operands.
+PRODUCTS_BM = {"stock": (stock_spmm_bm, stock_sddmm_bm), "native": (native.spmm_bm, native.sddmm_bm)}
+
+
+class BatchMajorProduct(torch.autograd.Function):
+    """``y = x W^T (+ bias)`` for ``x[batch, n_in]`` and the sparse ``W`` of ``(layout, values)``; the bias is
+    added inside the product. The backend is chosen at forward time and kept for the backward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
+                layout: SparseLayout) -> torch.Tensor:
+        flat_values = values.reshape(-1)
+        ctx.layout = layout
+        ctx.products = PRODUCTS_BM[resolve_backend(x.device, x.dtype)]
+        ctx.save_for_backward(x, flat_values)
+        ctx.values_shape = values.shape
+        return ctx.products[0](layout, flat_values, x, bias=None if bias is None else bias.contiguous())
+
+    @staticmethod
+    def backward(ctx, grad_y: torch.Tensor):
+        layout: SparseLayout = ctx.layout
+        spmm, sampled = ctx.products
+        x, flat_values = ctx.saved_tensors
+        grad_x = grad_v = grad_b = None
+        if ctx.needs_input_grad[0]:
+            grad_x = spmm(layout, flat_values, grad_y, transposed=True)
+        if ctx.needs_input_grad[1]:
+            grad_v = sampled(layout, grad_y, x).view(ctx.values_shape)
+        if ctx.needs_input_grad[2]:
+            grad_b = grad_y.sum(0)
+        return grad_x, grad_v, grad_b, None
+
+
+def sparse_matmul(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
+                  bias: torch.Tensor | None = None) -> torch.Tensor:
+    """Differentiable ``[batch, n_out] = x[batch, n_in] @ W[n_out, n_in]^T (+ bias[n_out])`` for a sparse ``W``.
+
+    ``values`` holds one entry per edge in CSR order, shaped ``[edges]`` or ``[n_out, d_in]``.
+    """
+    if x.dim() != 2 or x.shape[1] != layout.n_in:
+        raise ValueError(f"x must be [batch, n_in={layout.n_in}], got {tuple(x.shape)}")
+    check_operands(x.t(), values, layout, bias)
+    return BatchMajorProduct.apply(x, values, bias, layout)
