@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sparseforge.experiments.bench_kernels import batch_sweep, challenge, kernel_table
+from sparseforge.studies.bench import batch_sweep, challenge, kernel_table
 
 
 def table(rows: list[dict], title: str) -> str:

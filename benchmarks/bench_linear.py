@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from sparseforge.experiments.bench_kernels import kernel_table
+from sparseforge.studies.bench import kernel_table
 
 
 def main() -> None:

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import optuna
 
-from sparseforge.experiments.search import load_spec
+from sparseforge.studies.search import load_spec
 from sparseforge.search import GPEISampler, parse_spec
 from sparseforge.search.objective import synthetic_f
 from sparseforge.search.study import suggest

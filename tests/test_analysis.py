@@ -229,7 +229,7 @@ def test_summarize_radix_lenet_example():
 
 # ------------------------------------------------------------------ plots
 def test_plots_write_png_atomically(tmp_path):
-    from sparseforge.experiments.topology_plots import plot_adjacency, plot_path_counts
+    from sparseforge.runs.topology_plots import plot_adjacency, plot_path_counts
 
     net = radix_net([[2, 2, 2]], [1, 2, 2, 1])
     a = plot_adjacency(net, tmp_path / "adj.png")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from sparseforge.experiments.bench_kernels import (
+from sparseforge.studies.bench import (
     challenge,
     challenge_inputs,
     challenge_patterns,
@@ -59,7 +59,7 @@ def test_bad_sizes_are_rejected():
 
 
 def test_cpu_clock_only_single_threaded():
-    from sparseforge.experiments.bench_kernels import best_time
+    from sparseforge.studies.bench import best_time
 
     before = torch.get_num_threads()
     try:

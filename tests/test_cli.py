@@ -51,7 +51,8 @@ def test_train_on_digits_and_resume(tmp_path):
     assert [h["epoch"] for h in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2, 3]
     # resuming with another learning rate: one line naming the field, exit 2, nothing overwritten
     r = run_cli(*args[:-5], "--epochs", "4", "--lr", "0.5", "--run-dir", str(tmp_path), "--resume", "--quiet")
-    assert r.returncode == 2 and "lr=" in r.stderr and "(now 0.5)" in r.stderr and "Traceback" not in r.stderr
+    assert r.returncode == 2 and "train.lr 0.001 → 0.5" in r.stderr and "Traceback" not in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
     assert [h["epoch"] for h in json.loads((tmp_path / "metrics.json").read_text())] == [1, 2, 3]
 
 

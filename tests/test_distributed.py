@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from sparseforge.train import load_checkpoint
 from sparseforge.train.distributed import run_local, run_mlp, shard_indices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,7 +42,7 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert single["test_acc"] > 0.85
     # only rank 0 wrote the run directory, with a checkpoint loadable without DDP
     assert (tmp_path / "checkpoint.pt").exists() and (tmp_path / "result.json").exists()
-    ckpt = torch.load(tmp_path / "checkpoint.pt", weights_only=False)
+    ckpt = load_checkpoint(tmp_path / "checkpoint.pt", check_settings=False).payload
     assert not any(k.startswith("module.") for k in ckpt["model"])
 
 

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from sparseforge.experiments.hardware import FixedStudyConfig, load_study_data, load_trained_fixed
+from sparseforge.studies.fixed_point import FixedStudyConfig, load_study_data, load_trained_fixed
 from sparseforge.hardware import FloatMLP, forward_float, init_fixed_mlp, load_export, predict_fixed
 from sparseforge.topology.clash_free import design_clash_free
+from sparseforge.train import load_checkpoint
 
 runner = CliRunner()
 FPGA = ["--net", "1024,64,32", "--fan-out", "4,16", "--z", "128,32"]
@@ -116,7 +117,7 @@ def test_fixed_with_wide_words_tracks_float(app, tmp_path):
 
     net, cfg, z = load_trained_fixed(tmp_path / "w24_i4")
     assert z == (128, 32) and cfg.limit == 600
-    fl = np.load(tmp_path / "float" / "checkpoint.npz")
+    fl = load_checkpoint(tmp_path / "float" / "checkpoint.pt", check_settings=False).payload["arrays"]
     flt = FloatMLP(net.plans, (fl["w0"], fl["w1"]), (fl["b0"], fl["b1"]), "sigmoid")
     data = load_study_data(cfg)
     o_fx = predict_fixed(net, data.x_test)[:, :10]
@@ -140,9 +141,9 @@ def test_fixed_with_wide_words_tracks_float(app, tmp_path):
     assert all(np.array_equal(a, b) for a, b in zip(back.weights, net.weights_csr()))
     assert all(np.array_equal(a, b) for a, b in zip(back.biases, net.biases))
     # resumable: a rerun finds every sub-run finished and trains nothing
-    stamp = (tmp_path / "w24_i4" / "checkpoint.npz").stat().st_mtime_ns
+    stamp = (tmp_path / "w24_i4" / "checkpoint.pt").stat().st_mtime_ns
     r = invoke(app, *args)
-    assert r.exit_code == 0 and (tmp_path / "w24_i4" / "checkpoint.npz").stat().st_mtime_ns == stamp
+    assert r.exit_code == 0 and (tmp_path / "w24_i4" / "checkpoint.pt").stat().st_mtime_ns == stamp
     # and a run directory refuses other settings
     other = list(args)
     other[other.index("--lr-shift") + 1] = "4"

@@ -307,7 +307,7 @@ def test_prune_command_tiny_setting(tmp_path):
         assert (run / f).exists(), f
     sweep = (run / "sweep.csv").read_text().splitlines()
     assert len(sweep) == 1 + 1 + 2 * 2  # header, dense, 2 methods x 2 sparsities
-    from sparseforge.experiments.prune import kernel_backends
+    from sparseforge.studies.prune import kernel_backends
 
     n_backends = len(kernel_backends())  # stock, and native where the compiled kernels are available
     assert len((run / "bench.csv").read_text().splitlines()) == 1 + 2 * 2 * n_backends  # x 2 sparsities x 2 batches
@@ -320,7 +320,7 @@ def test_prune_command_tiny_setting(tmp_path):
 
 
 def test_bad_config_value_names_the_field(tmp_path):
-    from sparseforge.experiments.prune_cli import PruneSpec
+    from sparseforge.cli.prune import PruneSpec
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: lenet300\nprune: {scope: everywhere}\n")
@@ -341,7 +341,7 @@ def test_bad_config_value_names_the_field(tmp_path):
 def test_packaged_recipes_validate():
     from sparseforge.config import load_yaml
     from sparseforge.config import RECIPES
-    from sparseforge.experiments.prune_cli import PruneSpec
+    from sparseforge.cli.prune import PruneSpec
 
     recipes = sorted(RECIPES.glob("prune_*.yaml"))
     assert len(recipes) >= 3

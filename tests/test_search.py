@@ -566,7 +566,7 @@ def test_pending_trials_push_parallel_proposals_apart():
 
 # ---------------------------------------------------------------------------------------------- run directories
 def test_two_searches_in_one_run_dir_keep_their_own_files(tmp_path, digits):
-    from sparseforge.experiments.search import run_search
+    from sparseforge.studies.search import run_search
 
     a, b = parse_spec(TINY), parse_spec({**TINY, "name": "u", "train": {**TINY["train"], "lr": 0.02}})
     sa = run_search(a, tmp_path, data=digits)
@@ -604,7 +604,7 @@ def _children(pid: int) -> list[int]:
 def test_search_workers_die_with_their_parent(tmp_path):
     slow = {**TINY, "train": {**TINY["train"], "epochs": 200}}  # trials long enough to be killed mid-way
     script = textwrap.dedent(f"""
-        from sparseforge.experiments.search import run_search
+        from sparseforge.studies.search import run_search
         from sparseforge.search import parse_spec
         run_search(parse_spec({slow!r}), {str(tmp_path)!r}, workers=2)
     """)
@@ -655,7 +655,7 @@ def test_compare_command_on_the_synthetic_benchmark(tmp_path):
 
 
 def test_with_budget_splits_like_the_spec():
-    from sparseforge.experiments.search import with_budget
+    from sparseforge.studies.search import with_budget
 
     sp = parse_spec(SYN)  # 12 / 8 / 10
     for b in (3, 7, 30, 61):

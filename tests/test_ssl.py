@@ -323,7 +323,7 @@ def test_depth_prox_zeroes_branches_that_thinning_then_removes():
 
 
 def test_variant_layer_scale_multiplies_coefficients():
-    from sparseforge.experiments.ssl import Variant
+    from sparseforge.studies.ssl import Variant
 
     v = Variant("v", filter=0.2, channel=0.05, layer_scale=(("0", 0.5),))
     lams = {(gs.layer, gs.kind): gs.lam for gs in v.groups(lenet5())}
@@ -441,7 +441,7 @@ def test_cli_bad_config_value_names_the_field(tmp_path):
 
 
 def test_packaged_recipes_validate():
-    from sparseforge.experiments.ssl_cli import RECIPES, load_spec
+    from sparseforge.cli.ssl import RECIPES, load_spec
 
     for name in RECIPES:
         cfg = load_spec(None, name, {"ssl": {"epochs": 2}}).experiment()

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from sparseforge.config import ConfigError
 from sparseforge.data import ArrayDataset, DataSplits, load_dataset
 from sparseforge.data.transforms import fit_pca, pca_reduce, top_variance_features
-from sparseforge.experiments import studies as st
+from sparseforge.studies import densities as st
 from sparseforge.topology import is_clash_free, radix_net
 
 torch.set_num_threads(1)

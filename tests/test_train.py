@@ -10,7 +10,7 @@ from sparseforge.data import load_dataset
 from sparseforge.errors import ConfigError
 from sparseforge.nn import SparseMLP
 from sparseforge.topology import design
-from sparseforge.train import Callback, TrainConfig, evaluate, fit, lr_factor
+from sparseforge.train import Callback, TrainConfig, evaluate, fit, load_checkpoint, lr_factor
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +83,7 @@ def test_resume_gives_identical_result(digits, tmp_path):
     with pytest.raises(KeyboardInterrupt):
         fit(model(), digits, cfg, run_dir=run, callbacks=[Stop()])
     # interrupted before epoch 2 was saved: the checkpoint holds epoch 1 and epoch 2 is redone
-    assert torch.load(run / "checkpoint.pt", weights_only=False)["epoch"] == 1
+    assert load_checkpoint(run / "checkpoint.pt", check_settings=False).payload["epoch"] == 1
     fresh = model()
     torch.manual_seed(123)
     for layer in fresh.layers:
@@ -96,7 +96,7 @@ def test_resume_gives_identical_result(digits, tmp_path):
 
 def test_resume_refuses_changed_settings(digits, tmp_path):
     fit(model(), load_dataset("digits", limit=64), TrainConfig(epochs=1), run_dir=tmp_path)
-    with pytest.raises(ConfigError, match="lr=0.001 \\(now 0.5\\)"):
+    with pytest.raises(ConfigError, match="train.lr 0.001 → 0.5"):
         fit(model(), digits, TrainConfig(epochs=2, lr=0.5), run_dir=tmp_path, resume=True)
 
 

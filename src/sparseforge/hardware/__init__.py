@@ -6,11 +6,7 @@
 - :mod:`.export`: ``$readmemh`` memory files and a JSON summary, and reading them back.
 - :mod:`.resources`: memory bits and multipliers; the design-space sweep over ``z``.
 - :mod:`.plots`: the sweep's plot.
-
-Importing this package also registers the topology family ``"clash_free"``.
 """
-
-from sparseforge.topology import clash_free as _clash_free  # noqa: F401  (registers the family)
 
 from .export import ExportedNetwork, export_network, load_export, read_memh, write_memh
 from .fixed_point import (

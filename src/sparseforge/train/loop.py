@@ -19,8 +19,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from .. import io
-from ..errors import ConfigError
 from ..data import ArrayDataset, DataSplits
+from .checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
 METRICS_CSV = "metrics.csv"
@@ -75,6 +75,9 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
     metrics: dict[str, Any] = field(default_factory=dict)
     run_dir: Path | None = None
+    settings: dict | None = None
+    resumed_from: int | None = None
+    notes: list[str] = field(default_factory=list)
 
 
 class Callback:
@@ -169,13 +172,21 @@ def fit(
     callbacks: Iterable[Callback] = (),
     run_dir: str | Path | None = None,
     resume: bool = False,
+    settings: Any = None,
 ) -> TrainState:
     """Train ``model`` on ``data.train``, validating on ``data.val`` after every epoch.
 
     With ``run_dir``, every epoch appends a row to ``metrics.csv``/``metrics.json`` and writes
-    ``checkpoint.pt`` (model, optimizer, epoch, history, callback states), each written atomically. With
+    ``checkpoint.pt`` (model, optimizer, epoch, history, callback states), each written atomically, with a
+    checksum and the hash of the settings (see :mod:`.checkpoint`; the previous one is kept). With
     ``resume=True`` and a checkpoint present, training continues after the last finished epoch; the
     shuffling order depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    ``settings``: what else the run depends on (model, data: any JSON-able value), hashed into the
+    checkpoint together with ``config`` (all but ``epochs``, which may grow on resume). Resuming under other
+    settings raises :class:`~sparseforge.errors.ConfigError` naming the fields; a damaged checkpoint falls
+    back to the previous one (``state.notes`` says so, ``on_train_begin`` callbacks can show it) or raises
+    :class:`~sparseforge.errors.RunError` when none is good. ``state.resumed_from`` is the epoch resumed at.
 
     Returns the final :class:`TrainState`; ``state.history`` has one dict per epoch with ``epoch``,
     ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``epoch_time_s`` (training only),
@@ -186,22 +197,20 @@ def fit(
     optimizer = make_optimizer(model, config)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(model=model, optimizer=optimizer, config=config, data=data, run_dir=run_dir)
-    if resume and run_dir is not None and (run_dir / CHECKPOINT).exists():
-        ckpt = torch.load(run_dir / CHECKPOINT, weights_only=False)
-        changed = {k: (v, getattr(config, k)) for k, v in ckpt["config"].items()
-                   if k != "epochs" and getattr(config, k) != v}
-        if changed:
-            raise ConfigError(
-                "resume: the run in " + str(run_dir) + " was made with other settings: "
-                + ", ".join(f"{k}={a!r} (now {b!r})" for k, (a, b) in changed.items())
-                + "; only epochs may change on resume — use the same settings or a new run directory"
-            )
+    state.settings = checkpoint_settings(config, settings)
+    loaded = load_checkpoint(run_dir / CHECKPOINT, settings=state.settings) if resume and run_dir else None
+    if loaded is not None:
+        ckpt = loaded.payload
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state.epoch, state.step, state.history = ckpt["epoch"], ckpt["step"], ckpt["history"]
+        state.resumed_from, state.notes = state.epoch, [*loaded.skipped]
+        if loaded.skipped:
+            state.notes.append(f"resumed from the previous checkpoint {loaded.path} (epoch {state.epoch})")
         for cb, s in zip(callbacks, ckpt.get("callbacks", [])):
             cb.load_state_dict(s)
 
+    start_epoch = state.epoch
     n = len(data.train)
     state.n_batches = math.ceil(n / config.batch_size)
     _call(callbacks, "on_train_begin", state)
@@ -252,16 +261,23 @@ def fit(
     state.metrics = dict(state.history[-1]) if state.history else {}
     state.metrics.update(test_loss=test_loss, test_acc=test_acc)
     _call(callbacks, "on_train_end", state)
-    if run_dir is not None:
+    if run_dir is not None and (state.epoch != start_epoch or not (run_dir / "result.json").exists()):
         io.write_json(run_dir / "result.json", {"config": asdict(config), "final": state.metrics})
     return state
+
+
+def checkpoint_settings(config: TrainConfig, settings: Any = None) -> dict:
+    """What a checkpoint of :func:`fit` is tied to: the train config but ``epochs`` (it may grow on
+    resume), and the caller's ``settings``."""
+    train = {k: v for k, v in asdict(config).items() if k != "epochs"}
+    return {"train": train, **({"run": settings} if settings is not None else {})}
 
 
 def _save(state: TrainState, callbacks: Sequence[Callback]) -> None:
     assert state.run_dir is not None
     io.write_csv(state.run_dir / METRICS_CSV, state.history)
     io.write_json(state.run_dir / METRICS_JSON, state.history)
-    io.torch_save(
+    save_checkpoint(
         state.run_dir / CHECKPOINT,
         dict(
             model=state.model.state_dict(),
@@ -272,4 +288,5 @@ def _save(state: TrainState, callbacks: Sequence[Callback]) -> None:
             config=asdict(state.config),
             callbacks=[cb.state_dict() for cb in callbacks],
         ),
+        settings=state.settings,
     )

@@ -81,7 +81,7 @@ class SSLSpec(_Strict):
         return self
 
     def experiment(self):
-        from .ssl import SSLExperiment, Variant
+        from ..studies.ssl import SSLExperiment, Variant
 
         return SSLExperiment(
             name=self.name, model=self.model, dataset=self.data.name,
@@ -143,7 +143,8 @@ def register(app: typer.Typer) -> None:
     def ssl_command(
         recipe: Optional[str] = typer.Option(None, help=f"packaged recipe: {', '.join(RECIPES)}"),
         config: Optional[Path] = typer.Option(None, help="YAML recipe (sections model, data, train, ssl, variants, bench)"),
-        run_dir: Path = typer.Option(Path("runs/ssl"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/ssl"), help="run directory (resumes a run of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a run of other settings) and start again"),
         dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, digits"),
         limit: Optional[int] = typer.Option(None, help="samples per split (for a quick look)"),
         epochs: Optional[int] = typer.Option(None, help="baseline epochs"),
@@ -158,8 +159,8 @@ def register(app: typer.Typer) -> None:
         import torch
         from rich.console import Console
 
-        from .progress import RichProgress
-        from .ssl import run_ssl
+        from ..runs.progress import Progress
+        from ..studies.ssl import run_ssl
 
         err = Console(stderr=True)
         if not (recipe or config):
@@ -177,8 +178,8 @@ def register(app: typer.Typer) -> None:
             cfg = spec.experiment()
             err.print(f"ssl {spec.name}: {spec.model} on {spec.data.name}, {len(spec.variants)} variant(s) -> "
                       f"{run_dir}")
-            out = run_ssl(cfg, run_dir, callbacks_for=lambda label: [RichProgress(label, enabled=not quiet),
-                                                                     _sparsity_line(label, not quiet)])
+            out = run_ssl(cfg, run_dir, overwrite=overwrite,
+                          callbacks_for=lambda label: [Progress(label, enabled=not quiet), _sparsity_line(label, not quiet)])
         except ConfigError as e:
             err.print(f"[red]error:[/red] {e}", soft_wrap=True)
             raise typer.Exit(2) from None

@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 def _fail(e: Exception) -> None:
@@ -77,7 +77,7 @@ def register(app: typer.Typer) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
         from ..config import ConfigError
         from ..search import SearchError
-        from .search import load_spec, run_search
+        from ..studies.search import load_spec, run_search
 
         over: dict = {}
         if sampler is not None or seed is not None:
@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         """Create a search once, for workers to load (``search worker``)."""
         from ..config import ConfigError
         from ..search import SearchError, create_search
-        from .search import load_spec, with_sampler
+        from ..studies.search import load_spec, with_sampler
 
         try:
             spec = with_sampler(load_spec(config), sampler, seed)
@@ -149,7 +149,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Write trials.csv, summary.json, pareto.png and report.md of a search."""
         from ..search import SearchError, default_storage, load_search
-        from .search import registered_studies, write_report
+        from ..studies.search import registered_studies, write_report
 
         saved = registered_studies(run_dir)
         name = study
@@ -186,7 +186,7 @@ def register(app: typer.Typer) -> None:
         the anytime curve (anytime.csv, compare.png)."""
         from ..config import ConfigError
         from ..search import SAMPLERS, SearchError
-        from .search import SAMPLER_ALIASES, compare, load_spec
+        from ..studies.search import SAMPLER_ALIASES, compare, load_spec
 
         names = [s for s in samplers.replace(" ", "").split(",") if s]
         allowed = (*SAMPLER_ALIASES, *SAMPLERS)

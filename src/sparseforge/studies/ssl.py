@@ -2,7 +2,7 @@
 
 One run directory holds::
 
-    config.json
+    run.json               the settings (a RunStore: other settings are refused, variants may be added)
     baseline/              fit() run of the dense baseline (checkpoint, metrics.csv, result.json)
     <variant>/ssl/         fit() run with the GroupLasso callback, started from the baseline weights
     <variant>/finetune/    optional fit() run with the learned structure frozen (FreezeZeroGroups)
@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import json
 import math
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
@@ -49,8 +48,10 @@ from ..ssl import (
     ssl_groups,
     thin,
 )
-from ..train import Callback, TrainConfig, evaluate, fit
-from .plots import save_figure
+from ..runs import RunStore, canonical
+from ..runs.timing import interleaved_times
+from ..train import Callback, TrainConfig, evaluate, fit, load_checkpoint
+from ..runs.plots import save_figure, subplots
 
 MODELS = {"lenet5": lenet5, "resnet20": resnet20}
 KIND_FIELDS = ("filter", "channel", "shape", "depth", "row", "column")
@@ -173,16 +174,8 @@ def time_pair(a: nn.Module, xa: torch.Tensor, b: nn.Module, xb: torch.Tensor, re
     """Seconds per forward call of ``a(xa)`` and ``b(xb)``: min over ``repeats`` of the mean of ``number``
     calls, the two timed alternately so that both see the same machine load (after one warm-up call each).
     Uses the current torch thread setting."""
-    a(xa)
-    b(xb)
-    best = [math.inf, math.inf]
-    for _ in range(repeats):
-        for k, (m, x) in enumerate(((a, xa), (b, xb))):
-            t0 = time.perf_counter()
-            for _ in range(number):
-                m(x)
-            best[k] = min(best[k], (time.perf_counter() - t0) / number)
-    return best[0], best[1]
+    t = interleaved_times({0: lambda: a(xa), 1: lambda: b(xb)}, repeats, warmup=1, number=number)
+    return t[0], t[1]
 
 
 def _submodule(model: nn.Module, name: str) -> nn.Module | None:
@@ -252,10 +245,10 @@ def _baseline(cfg: SSLExperiment, data: DataSplits, run_dir: Path, callbacks_for
     model = build_model(cfg.model, data)
     src = Path(cfg.baseline_from) if cfg.baseline_from else run_dir / "baseline"
     if cfg.baseline_from:
-        ckpt = src / "checkpoint.pt"
-        if not ckpt.exists():
+        loaded = load_checkpoint(src / "checkpoint.pt", check_settings=False)  # refuses a damaged one
+        if loaded is None:
             raise FileNotFoundError(f"baseline_from={cfg.baseline_from}: no checkpoint.pt there; run that recipe first")
-        state = torch.load(ckpt, weights_only=False)
+        state = loaded.payload
         model.load_state_dict(state["model"])
         _, acc = evaluate(model, data.test)
         return model, {"test_acc": acc, "epochs": state["epoch"], "source": str(src)}
@@ -393,46 +386,51 @@ def _export_onnx(model: nn.Module, x: torch.Tensor, path: Path) -> str:
 
 
 def run_ssl(cfg: SSLExperiment, run_dir: str | Path, *, data: DataSplits | None = None,
-            callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: ()) -> dict:
+            callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (), overwrite: bool = False) -> dict:
     """Run (or resume) the whole recipe and write its tables, plots and report. Returns
-    ``{"baseline": result, "variants": [result, ...]}`` (see :func:`analyse`)."""
+    ``{"baseline": result, "variants": [result, ...]}`` (see :func:`analyse`).
+
+    ``run_dir`` is a :class:`~sparseforge.runs.RunStore`: a run of other baseline, data or benchmark settings
+    is refused naming the fields (unless ``overwrite``); variants may be added, and a finished variant is
+    reused only under its own settings."""
     run_dir = Path(run_dir)
     data = data or load_dataset(cfg.dataset, root=cfg.data_root, val_size=cfg.val_size, seed=cfg.data_seed,
                                 limit=cfg.limit)
-    io.write_json(run_dir / "config.json", cfg)
-    base_model, base_info = _baseline(cfg, data, run_dir, callbacks_for)
-    base_file = run_dir / "baseline" / "analysis.json"
-    if base_file.exists():
-        base = json.loads(base_file.read_text())
-    else:
-        base = analyse("baseline", copy.deepcopy(base_model), base_model, data, cfg, None)
-        base.update(base_info)
-        io.write_json(base_file, base)
-    results = []
-    for v in cfg.variants:
-        vdir = run_dir / v.name
-        rfile = vdir / "result.json"
-        settings = _variant_settings(cfg, v)
-        if rfile.exists():
-            done = json.loads(rfile.read_text())
-            _check_same_settings(v.name, vdir, done.get("settings"), settings)
-            results.append(done)
-            continue
-        model = copy.deepcopy(base_model)
-        reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
-        st = _fit(model, data, cfg.ssl_config(), [reg], vdir / "ssl", f"{v.name} ssl", callbacks_for)
-        history = list(st.history)
-        if cfg.finetune_epochs > 0:
-            freeze = FreezeZeroGroups(ssl_groups(model, **{k: 1.0 for k in v.coefficients()}))
-            st = _fit(model, data, cfg.finetune_config(), [freeze], vdir / "finetune", f"{v.name} finetune",
-                      callbacks_for)
-            history += st.history
-        res = analyse(v.name, model, base_model, data, cfg, vdir)
-        res.update(variant=dataclasses.asdict(v), history=history, settings=settings)
-        io.write_json(rfile, res)
-        results.append(res)
-    out = {"baseline": base, "variants": results}
-    write_outputs(out, run_dir, cfg)
+    run_settings = {k: v for k, v in canonical(cfg).items() if k != "threads"}
+    with RunStore(run_dir, run_settings, command="ssl", overwrite=overwrite, mutable=("variants",)):
+        base_model, base_info = _baseline(cfg, data, run_dir, callbacks_for)
+        base_file = run_dir / "baseline" / "analysis.json"
+        if base_file.exists():
+            base = json.loads(base_file.read_text())
+        else:
+            base = analyse("baseline", copy.deepcopy(base_model), base_model, data, cfg, None)
+            base.update(base_info)
+            io.write_json(base_file, base)
+        results = []
+        for v in cfg.variants:
+            vdir = run_dir / v.name
+            rfile = vdir / "result.json"
+            settings = _variant_settings(cfg, v)
+            if rfile.exists():
+                done = json.loads(rfile.read_text())
+                _check_same_settings(v.name, vdir, done.get("settings"), settings)
+                results.append(done)
+                continue
+            model = copy.deepcopy(base_model)
+            reg = GroupLasso(v.groups(model), mode=v.mode, threshold=v.threshold)
+            st = _fit(model, data, cfg.ssl_config(), [reg], vdir / "ssl", f"{v.name} ssl", callbacks_for)
+            history = list(st.history)
+            if cfg.finetune_epochs > 0:
+                freeze = FreezeZeroGroups(ssl_groups(model, **{k: 1.0 for k in v.coefficients()}))
+                st = _fit(model, data, cfg.finetune_config(), [freeze], vdir / "finetune", f"{v.name} finetune",
+                          callbacks_for)
+                history += st.history
+            res = analyse(v.name, model, base_model, data, cfg, vdir)
+            res.update(variant=dataclasses.asdict(v), history=history, settings=settings)
+            io.write_json(rfile, res)
+            results.append(res)
+        out = {"baseline": base, "variants": results}
+        write_outputs(out, run_dir, cfg)
     return out
 
 
@@ -511,7 +509,7 @@ def write_outputs(out: dict, run_dir: Path, cfg: SSLExperiment) -> None:
 def plot_conv1_filters(out: dict, path: Path) -> Path:
     """One row of conv1 filters per model, each model scaled to its largest |weight|; the middle grey is
     zero, as in the seed's figures. Drawn as one tiled image (fast)."""
-    import matplotlib.pyplot as plt
+    import matplotlib
     import numpy as np
 
     models = [out["baseline"]] + out["variants"]
@@ -523,8 +521,8 @@ def plot_conv1_filters(out: dict, path: Path) -> Path:
         lim = float(np.abs(w).max()) or 1.0
         for j in range(len(w)):
             img[i * (kh + 1): i * (kh + 1) + w.shape[1], j * (kw + 1): j * (kw + 1) + w.shape[2]] = w[j] / lim
-    cmap = plt.get_cmap("gray").with_extremes(bad="white")
-    fig, ax = plt.subplots(figsize=(0.35 * n * (kw + 1) / 6 + 1.5, 0.45 * len(ws) * (kh + 1) / 6 + 0.6))
+    cmap = matplotlib.colormaps["gray"].with_extremes(bad="white")
+    fig, ax = subplots(figsize=(0.35 * n * (kw + 1) / 6 + 1.5, 0.45 * len(ws) * (kh + 1) / 6 + 0.6))
     ax.imshow(np.ma.masked_invalid(img), cmap=cmap, vmin=-1, vmax=1, interpolation="nearest")
     ax.set_xticks([])
     ax.set_yticks([i * (kh + 1) + (kh - 1) / 2 for i in range(len(ws))])
@@ -535,11 +533,10 @@ def plot_conv1_filters(out: dict, path: Path) -> Path:
 
 def plot_sparsity(out: dict, path: Path) -> Path:
     """Row (filter), column (shape) and element sparsity per conv/linear layer, one panel per SSL variant."""
-    import matplotlib.pyplot as plt
     import numpy as np
 
     variants = out["variants"] or [out["baseline"]]
-    fig, axes = plt.subplots(len(variants), 1, figsize=(max(6.0, 0.45 * len(variants[0]["layers"]) + 2),
+    fig, axes = subplots(len(variants), 1, figsize=(max(6.0, 0.45 * len(variants[0]["layers"]) + 2),
                                                          2.6 * len(variants)), squeeze=False)
     for ax, res in zip(axes[:, 0], variants):
         names = [r["layer"] for r in res["layers"]]

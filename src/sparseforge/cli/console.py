@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 out = Console(width=None if sys.stdout.isatty() else 160)  # tables stay whole when piped to a file
-err = Console(stderr=True)
+err = Console(stderr=True, soft_wrap=True)  # an error stays one line however narrow the terminal
 
 
 def rich_table(rows: list[dict], title: str = "", fmt: Optional[dict[str, Callable]] = None) -> Table:

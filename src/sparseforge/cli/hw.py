@@ -32,7 +32,7 @@ from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, par
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 class _UserError(ValueError):
@@ -128,7 +128,7 @@ class HwFixedSpec(_Strict):
         return v
 
     def to_config(self):
-        from .hardware import FixedStudyConfig
+        from ..studies.fixed_point import FixedStudyConfig
 
         d = self.model_dump()
         for k in ("net", "fan_out", "z", "word_bits", "int_bits"):
@@ -161,7 +161,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Pipeline table: cycles per junction, block cycle, latency, throughput, speedups, balance advice."""
         from ..hardware import estimate_resources, plan_pipeline
-        from .hardware import plan_rows
+        from ..studies.fixed_point import plan_rows
 
         with _user_errors():
             sizes, d, zs = _network(net, fan_out, z)
@@ -219,7 +219,7 @@ def register(app: typer.Typer) -> None:
         from ..hardware import junction_model, pipeline_from_patterns, plan_pipeline
         from ..topology import design
         from ..topology.clash_free import design_clash_free
-        from .hardware import clash_rows
+        from ..studies.fixed_point import clash_rows
 
         with _user_errors():
             sizes, d, zs = _network(net, fan_out, z)
@@ -272,7 +272,7 @@ def register(app: typer.Typer) -> None:
         """Write the $readmemh memory files and hardware.json of a clash-free network (initial or trained)."""
         from ..hardware import FixedFormats, FixedPoint, export_network, init_fixed_mlp
         from ..topology.clash_free import design_clash_free
-        from .hardware import load_trained_fixed
+        from ..studies.fixed_point import load_trained_fixed
 
         with _user_errors():
             clock = _clock(fill_clocks, proc_time)
@@ -318,7 +318,7 @@ def register(app: typer.Typer) -> None:
         """Design-space sweep over z: clocks per input against memory, block RAMs and multipliers."""
         from .. import io
         from ..hardware import WordLengths, plot_z_sweep, sweep_z
-        from .hardware import sweep_rows
+        from ..studies.fixed_point import sweep_rows
 
         with _user_errors():
             sizes, d = _ints(net, "net"), _ints(fan_out, "fan-out")
@@ -366,11 +366,12 @@ def register(app: typer.Typer) -> None:
         hidden: Optional[str] = typer.Option(None, help="sigmoid or relu [default: sigmoid]"),
         no_float: bool = typer.Option(False, "--no-float", help="skip the float64 baseline"),
         seed: Optional[int] = typer.Option(None, help="pattern, initial weights and sample order [default: 0]"),
-        run_dir: Path = typer.Option(Path("runs/hw_fixed"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/hw_fixed"), help="run directory (resumes a study of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
-        from .hardware import run_fixed_study, validate_study
+        from ..studies.fixed_point import run_fixed_study, validate_study
 
         with _user_errors():
             base = load_yaml(resolve_config(config), HwFixedSpec).model_dump(mode="json") if config else {}
@@ -395,7 +396,7 @@ def register(app: typer.Typer) -> None:
             if not quiet:
                 err.print(f"hw fixed: N={cfg.net}, word lengths {list(cfg.word_bits)} x integer bits {list(cfg.int_bits)}"
                           f"{' + float' if cfg.float_baseline else ''}, {cfg.epochs} epochs -> {run_dir}")
-            result = run_fixed_study(cfg, run_dir, notify=notify)
+            result = run_fixed_study(cfg, run_dir, notify=notify, overwrite=overwrite)
         rows = result["summary"]
         show = [dict(run=r["label"], word_bits=r["word_bits"] or "float64", int_bits=r["int_bits"], frac_bits=r["frac_bits"],
                      test_acc=r["test_acc"], vs_float=r["vs_float"] if r["label"] != "float" else None,

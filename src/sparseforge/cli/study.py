@@ -22,11 +22,11 @@ from rich.table import Table
 from ..config import ConfigError
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 
 def _list() -> None:
-    from .studies import list_studies
+    from ..studies.densities import list_studies
 
     t = Table(title="studies (sparseforge study NAME --setting SETTING)")
     for c in ("name", "title", "settings (sub-runs)"):
@@ -47,6 +47,7 @@ def register(app: typer.Typer) -> None:
                                                help="run directory (default runs/study_NAME_SETTING); resumes"),
         seeds: Optional[int] = typer.Option(None, "--seeds", help="number of seeds (default: the setting's)"),
         list_: bool = typer.Option(False, "--list", help="list the studies and their settings"),
+        overwrite: bool = typer.Option(False, "--overwrite", help="clear --run-dir (a study of other settings) first"),
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
@@ -56,7 +57,7 @@ def register(app: typer.Typer) -> None:
                 return
             if name is None:
                 raise ConfigError("give a study NAME (or --list to see them)")
-            from .studies import expand, load_recipe, seeds_for
+            from ..studies.densities import expand, load_recipe, seeds_for
 
             recipe = load_recipe(name)
             plan = expand(recipe, setting)
@@ -68,8 +69,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from .progress import RichProgress
-        from .studies import run_study
+        from ..runs.progress import Progress
+        from ..studies.densities import run_study
 
         torch.set_num_threads(recipe.settings[setting].threads)
         rd = run_dir or Path("runs") / f"study_{recipe.name}_{setting}"
@@ -87,8 +88,8 @@ def register(app: typer.Typer) -> None:
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
         try:
-            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify,
-                            callbacks_for=lambda label: [RichProgress(escape(label), enabled=not quiet)])
+            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
+                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         except (ConfigError, DatasetUnavailable) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2)

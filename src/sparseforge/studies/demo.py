@@ -3,12 +3,13 @@
 For each overall density, an N=(784, 112, 10) network is designed (last junction dense, as the seeds
 advise, where the budget allows), trained from scratch with the same recipe as the FC net, and its test
 accuracy, parameter count, FLOPs and training time per epoch are recorded. Every configuration is a
-sub-run with its own checkpoint, so an interrupted demo resumes where it stopped.
+sub-run with its own checkpoint, so an interrupted demo resumes where it stopped; the run directory is a
+:class:`~sparseforge.runs.RunStore` tied to the settings, so a rerun with other settings is refused (or,
+with ``overwrite``, starts again) instead of reporting new settings over old numbers.
 """
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import Callable, Sequence
 
 import torch
 
-from .. import io
 from ..data import DataSplits, load_dataset
 from ..nn import SparseMLP
+from ..runs import RunStore
+from ..runs.plots import plot_metric_vs_density
+from ..runs.report import write_report
 from ..topology import allocate_density, design
 from ..train import Callback, TrainConfig, fit
-from .plots import plot_metric_vs_density
 
 DEFAULT_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 
@@ -50,61 +52,66 @@ def run_demo(
     *,
     data: DataSplits | None = None,
     callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (),
+    overwrite: bool = False,
 ) -> list[dict]:
     """Train every configuration (resuming finished/partial ones) and write the table, plot and report.
+
+    ``run_dir`` is refused (:class:`~sparseforge.errors.ConfigError` naming the fields) when it holds a demo
+    made with other settings, unless ``overwrite`` (then it is cleared first).
 
     Returns one row per density: ``rho_net``, ``fan_out``, ``params``, ``flops_per_sample``, ``test_acc``,
     ``val_acc``, ``epoch_time_s`` (mean over epochs), ``train_time_s``.
     """
     run_dir = Path(run_dir)
-    data = data or load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
-    io.write_json(run_dir / "config.json", cfg)
-    rows = []
-    for rho in cfg.densities:
-        fan_out = allocate_density(cfg.net, rho)
-        topo = design(cfg.net, fan_out=fan_out, seed=cfg.seed)
-        label = "fc" if topo.rho_net == 1 else f"rho{100 * rho:g}"
-        sub = run_dir / label
-        result = sub / "result.json"
-        if result.exists():
-            rows.append(json.loads(result.read_text())["row"])
-            continue
-        torch.manual_seed(cfg.seed)
-        model = SparseMLP(topo)
-        t0 = time.perf_counter()
-        state = fit(model, data, cfg.train_config(), callbacks=callbacks_for(label), run_dir=sub, resume=True)
-        hist = state.history
-        row = dict(
-            label=label,
-            target_density=rho,
-            rho_net=topo.rho_net,
-            fan_out=list(fan_out),
-            fan_in=[p.d_in for p in topo.patterns],
-            junction_densities=[round(d, 4) for d in topo.densities],
-            params=model.num_parameters(),
-            flops_per_sample=model.flops_per_sample(),
-            epochs=len(hist),
-            val_acc=hist[-1]["val_acc"],
-            test_acc=state.metrics["test_acc"],
-            epoch_time_s=sum(h["epoch_time_s"] for h in hist) / len(hist),
-            train_time_s=time.perf_counter() - t0,
-        )
-        io.write_json(result, {"row": row, "history": hist})
-        rows.append(row)
-    write_outputs(rows, run_dir, cfg)
+    with RunStore(run_dir, cfg, command="demo", overwrite=overwrite) as store:
+        data = data or load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
+        rows = [_density_run(cfg, data, rho, store, callbacks_for) for rho in cfg.densities]
+        write_outputs(rows, run_dir, cfg)
     return rows
+
+
+def _density_run(cfg: DemoConfig, data: DataSplits, rho: float, store: RunStore,
+                 callbacks_for: Callable[[str], Sequence[Callback]]) -> dict:
+    """The row of one density: stored in ``store`` under its label, or trained now (resuming)."""
+    fan_out = allocate_density(cfg.net, rho)
+    topo = design(cfg.net, fan_out=fan_out, seed=cfg.seed)
+    label = "fc" if topo.rho_net == 1 else f"rho{100 * rho:g}"
+    done = store.result(label)
+    if done is not None:
+        return done["row"]
+    torch.manual_seed(cfg.seed)
+    model = SparseMLP(topo)
+    t0 = time.perf_counter()
+    state = fit(model, data, cfg.train_config(), callbacks=callbacks_for(label), run_dir=store.path(label),
+                resume=True, settings={"demo": store.hash, "label": label})
+    hist = state.history
+    row = dict(
+        label=label,
+        target_density=rho,
+        rho_net=topo.rho_net,
+        fan_out=list(fan_out),
+        fan_in=[p.d_in for p in topo.patterns],
+        junction_densities=[round(d, 4) for d in topo.densities],
+        params=model.num_parameters(),
+        flops_per_sample=model.flops_per_sample(),
+        epochs=len(hist),
+        val_acc=hist[-1]["val_acc"],
+        test_acc=state.metrics["test_acc"],
+        epoch_time_s=sum(h["epoch_time_s"] for h in hist) / len(hist),
+        train_time_s=time.perf_counter() - t0,
+    )
+    store.save_result(label, {"row": row, "history": hist})
+    return row
 
 
 def write_outputs(rows: list[dict], run_dir: Path, cfg: DemoConfig) -> None:
     """table.csv, accuracy_vs_density.png and report.md in ``run_dir``."""
-    io.write_csv(run_dir / "table.csv", rows)
     fc = next((r for r in rows if r["rho_net"] == 1), None)
-    plot_metric_vs_density(
-        [r for r in rows if r["rho_net"] < 1], run_dir / "accuracy_vs_density.png",
-        title=f"{cfg.dataset}, N={tuple(cfg.net)}, {cfg.epochs} epochs",
-        baseline=fc["test_acc"] if fc else None,
-    )
-    io.write_text(run_dir / "report.md", report_markdown(rows, cfg))
+    figure = lambda path: plot_metric_vs_density(  # noqa: E731
+        [r for r in rows if r["rho_net"] < 1], path, title=f"{cfg.dataset}, N={tuple(cfg.net)}, {cfg.epochs} epochs",
+        baseline=fc["test_acc"] if fc else None)
+    write_report(run_dir, report_markdown(rows, cfg), tables={"table.csv": rows},
+                 figures={"accuracy_vs_density.png": figure})
 
 
 def report_markdown(rows: list[dict], cfg: DemoConfig) -> str:

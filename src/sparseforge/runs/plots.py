@@ -1,25 +1,29 @@
-"""Figures for reports (matplotlib, Agg backend: no display needed). Each function writes one PNG."""
+"""Figures for reports. Each figure has its own Agg canvas: no display needed, no pyplot state, and the
+user's matplotlib backend is never changed; matplotlib is imported only when a figure is drawn."""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Sequence
 
-import matplotlib
-import matplotlib.ticker
+from ..io import atomic_path
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
 
-from ..io import atomic_path  # noqa: E402
+def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs):
+    """``(figure, axes)`` as ``pyplot.subplots`` returns them, on a figure of its own (Agg canvas)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize)
+    FigureCanvasAgg(fig)
+    return fig, fig.subplots(nrows, ncols, **kwargs)
 
 
 def save_figure(fig, path: str | Path, dpi: int = 120) -> Path:
-    """Write ``fig`` to ``path`` atomically and close it."""
+    """Write ``fig`` to ``path`` atomically (the format from the suffix, PNG by default)."""
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format=path.suffix.lstrip(".") or "png", dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
     return path
 
 
@@ -39,7 +43,9 @@ def plot_metric_vs_density(
     ``rows`` are dicts; with ``group``, one line per distinct value of that key. Rows sharing ``x`` within a
     group (several seeds) are drawn as mean with min-max error bars. ``baseline`` draws a dashed line (FC).
     """
-    fig, ax = plt.subplots(figsize=(6, 4))
+    import matplotlib.ticker
+
+    fig, ax = subplots(figsize=(6, 4))
     groups: dict = {}
     for r in rows:
         groups.setdefault(r.get(group) if group else "", []).append(r)

@@ -24,7 +24,7 @@ import json
 import math
 import statistics
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -37,7 +37,9 @@ from ..nn import SparseMLP, lenet5, lenet_300_100
 from ..prune import (Constant, Cubic, Linear, Piecewise, Pruner, Schedule, apply_masks, extract_masks,
                      layer_sparsity, mask_topology, masked_layers, prune_once, to_sparse)
 from ..train import Callback, TrainConfig, evaluate, fit
-from .plots import plt, save_figure
+from ..runs.plots import save_figure, subplots
+from ..runs import RunStore, canonical
+from ..runs.timing import best_time
 
 MODELS = ("lenet300", "lenet5")
 METHODS = ("one-shot", "iterative")
@@ -386,17 +388,6 @@ def retrain_summary(rows: Sequence[dict]) -> list[dict]:
 
 
 # ---------------------------------------------------------------------------------------------- bench
-def _best_time(fn: Callable[[], object], repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    best = math.inf
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
-
-
 def kernel_backends() -> list[tuple[str, Callable[[], object]]]:
     """``(name, context factory)`` for each sparse-kernel backend usable here ("stock", "native"), or the
     default alone when this build of the kernels has no backend switch."""
@@ -442,9 +433,9 @@ def bench_models(dense: nn.Module, pruned: nn.Module, batches: Sequence[int], *,
             for _ in range(3):  # interleaved rounds: a load spike on the shared machine hits every model
                 with torch.no_grad():
                     for name, m in models:
-                        fwd[name] = min(fwd[name], _best_time(lambda m=m: m(x), max(1, repeats // 3)))
+                        fwd[name] = min(fwd[name], best_time(lambda m=m: m(x), max(1, repeats // 3), warmup=3))
                 for name, m in models:
-                    train[name] = min(train[name], _best_time(step(m), max(2, repeats // 9)))
+                    train[name] = min(train[name], best_time(step(m), max(2, repeats // 9), warmup=3))
             with torch.no_grad():
                 err = float((sparse(x) - pruned.eval()(x)).abs().max())
             best_f = min(fwd["dense"], fwd["dense_fm"])
@@ -497,30 +488,39 @@ def run_bench(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | 
 
 # ---------------------------------------------------------------------------------------------- all
 def run_study(cfg: PruneStudyConfig, run_dir: str | Path, *, data: DataSplits | None = None,
-              callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet) -> dict[str, list[dict]]:
-    """The parts in ``cfg.parts`` in order, then ``report.md``; returns ``{part: rows}`` (+ ``layers``)."""
+              callbacks_for: CallbacksFor = _no_callbacks, notify: Notify = _quiet,
+              overwrite: bool = False) -> dict[str, list[dict]]:
+    """The parts in ``cfg.parts`` in order, then ``report.md``; returns ``{part: rows}`` (+ ``layers``).
+
+    ``run_dir`` is a :class:`~sparseforge.runs.RunStore` tied to every setting but ``parts`` and
+    ``threads`` (which parts to run now does not change any result) and the benchmark's (measured anew on
+    every run): a rerun with other settings is refused naming the fields, unless ``overwrite``; finished
+    sub-runs are reused, interrupted ones resume.
+    """
     run_dir = Path(run_dir)
     for p in cfg.parts:
         if p not in PARTS:
             raise ValueError(f"part {p!r}: choose from {PARTS}")
-    data = data or cfg.load_data()
-    io.write_json(run_dir / "config.json", asdict(cfg))
-    out: dict[str, list[dict]] = {}
-    kw = dict(data=data, callbacks_for=callbacks_for, notify=notify)
-    if "sweep" in cfg.parts:
-        out["sweep"], out["layers"] = run_sweep(cfg, run_dir, **kw)
-    if "retrain" in cfg.parts:
-        out["retrain"] = run_retrain(cfg, run_dir, **kw)
-    if "bench" in cfg.parts:
-        out["bench"] = run_bench(cfg, run_dir, **kw)
-    io.write_text(run_dir / "report.md", report_markdown(cfg, out, data.name))
+    settings = {k: v for k, v in canonical(cfg).items() if k not in ("parts", "threads")}
+    bench = ("bench", "bench_batches", "bench_repeats", "bench_threads")  # measured anew on every run
+    with RunStore(run_dir, settings, command="prune", overwrite=overwrite, mutable=bench):
+        data = data or cfg.load_data()
+        out: dict[str, list[dict]] = {}
+        kw = dict(data=data, callbacks_for=callbacks_for, notify=notify)
+        if "sweep" in cfg.parts:
+            out["sweep"], out["layers"] = run_sweep(cfg, run_dir, **kw)
+        if "retrain" in cfg.parts:
+            out["retrain"] = run_retrain(cfg, run_dir, **kw)
+        if "bench" in cfg.parts:
+            out["bench"] = run_bench(cfg, run_dir, **kw)
+        io.write_text(run_dir / "report.md", report_markdown(cfg, out, data.name))
     return out
 
 
 # ---------------------------------------------------------------------------------------------- figures
 def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """Test accuracy vs sparsity: one-shot (after pruning and after fine-tuning) and iterative."""
-    fig, ax = plt.subplots(figsize=(6.5, 4))
+    fig, ax = subplots(figsize=(6.5, 4))
     dense = next((r for r in rows if r["method"] == "dense"), None)
     series = [("one-shot", "acc_after_prune", "one-shot, before fine-tuning", ":"),
               ("one-shot", "test_acc", "one-shot + fine-tuning", "-"), ("iterative", "test_acc", "iterative", "-")]
@@ -545,7 +545,7 @@ def plot_sweep(rows: Sequence[dict], path: Path, title: str = "") -> Path:
 def plot_iterative(result: dict, path: Path) -> Path:
     """Three panels over training: per-layer sparsity (and target), per-layer threshold, accuracy."""
     log, spe = result.get("prune_log", []), result.get("steps_per_epoch", 1)
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
+    fig, axes = subplots(1, 3, figsize=(14, 3.8))
     layers = [k.split("/", 1)[1] for k in (log[0] if log else {}) if k.startswith("sparsity/")]
     if log and log[0]["step"] > 0:  # dense until the first pruning
         log = [{**{k: 0.0 for k in log[0]}, "step": 0}, *log]
@@ -576,7 +576,7 @@ def plot_iterative(result: dict, path: Path) -> Path:
 def plot_retrain(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """One panel per sparsity: validation accuracy per epoch, one line per seed (pruned solid, random dashed)."""
     targets = sorted({r["target"] for r in rows})
-    fig, axes = plt.subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
+    fig, axes = subplots(1, max(1, len(targets)), figsize=(4.5 * max(1, len(targets)), 3.6), squeeze=False)
     for ax, s in zip(axes[0], targets):
         for i, r in enumerate(sorted((r for r in rows if r["target"] == s), key=lambda r: (r["structure"], r["seed"]))):
             c = f"C{sorted({q['seed'] for q in rows}).index(r['seed'])}"
@@ -594,7 +594,7 @@ def plot_retrain(rows: Sequence[dict], path: Path, title: str = "") -> Path:
 
 def plot_bench(rows: Sequence[dict], path: Path, title: str = "") -> Path:
     """Speedup (best dense / sparse) vs batch size, one line per sparsity, forward and training step."""
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    fig, axes = subplots(1, 2, figsize=(10, 3.8))
     backends = list(dict.fromkeys(r.get("backend", "default") for r in rows))
     styles = dict(zip(backends, ("-", "--", ":")))
     for i, s in enumerate(sorted({r["target"] for r in rows})):

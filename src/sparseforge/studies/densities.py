@@ -63,7 +63,8 @@ from ..topology import (FAMILIES, NetworkTopology, TopologyError, allocate_densi
                         nearest_out_degree, radix_net, resolve_out_degrees, valid_out_degrees)
 from ..topology.clash_free import valid_parallelism
 from ..train import Callback, TrainConfig, fit
-from .plots import plt, save_figure
+from ..runs import RunStore
+from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 PREFIX = "study_"
@@ -736,13 +737,16 @@ def run_study(
     seeds: int | None = None,
     notify: Notify | None = None,
     callbacks_for: Callable[[str], Sequence[Callback]] = lambda label: (),
+    overwrite: bool = False,
 ) -> StudyResult:
     """Run (or resume) every sub-run of ``setting``, then aggregate, analyse and write the outputs.
 
     Args:
         recipe: a validated recipe (:func:`load_recipe`).
         setting: one of ``recipe.settings``.
-        run_dir: where everything goes; finished sub-runs found there are reused, partial ones resumed.
+        run_dir: where everything goes; finished sub-runs found there are reused, partial ones resumed. A
+            :class:`~sparseforge.runs.RunStore`: a study of another recipe or setting there is refused naming
+            the fields, unless ``overwrite`` (then it is cleared); more seeds may be added.
         seeds: use this many seeds instead of the setting's list (:func:`seeds_for`).
         notify: called after every sub-run with ``index``, ``total``, ``label``, ``seed``, ``reused``, ``row``.
         callbacks_for: training callbacks per sub-run (e.g. progress bars), given its display label.
@@ -755,60 +759,64 @@ def run_study(
     plan = expand(recipe, setting)
     s = recipe.settings[setting]
     seed_list = seeds_for(s, seeds)
-    io.write_json(run_dir / "study.json", dict(
-        recipe=recipe.model_dump(mode="json"), setting=setting, seeds=seed_list,
-        configs=[dict(label=p.label, group=p.group, key=p.key, spec=p.spec.model_dump(mode="json")) for p in plan],
-    ))
-    cache: dict[str, DataSplits] = {}
-    rows: list[dict] = []
-    trained = reused = 0
-    total = len(plan) * len(seed_list)
-    spec = effective_analysis(recipe, setting)
-    want_metrics = isinstance(spec, FamiliesAnalysis) and spec.topology_metrics
-    index = 0
-    for p in plan:
-        for seed in seed_list:
-            index += 1
-            sub = run_dir / "runs" / p.key / f"seed{seed}"
-            result = sub / "result.json"
-            if result.exists():
-                saved = json.loads(result.read_text())
-                if saved.get("key") == p.key and saved.get("seed") == seed:
-                    row = dict(saved["row"], label=p.label, group=p.group)
-                    rows.append(row)
-                    reused += 1
-                    if notify:
-                        notify(dict(index=index, total=total, label=p.label, seed=seed, reused=True, row=row))
-                    continue
-            dkey = json.dumps(p.spec.data.model_dump(mode="json"), sort_keys=True)
-            if dkey not in cache:
-                cache[dkey] = load_study_data(p.spec.data)
-            data = cache[dkey]
-            try:
-                sizes = resolve_sizes(p.spec.model, data.n_features, data.n_classes)
-                topo, info = build_topology(p.spec.model, sizes, seed)
-            except (TopologyError, ConfigError) as e:
-                raise ConfigError(f"settings.{setting} ({p.label}): model: {e}") from None
-            torch.manual_seed(seed)
-            model = SparseMLP(topo)
-            cfg = p.spec.train.to_config(seed)
-            t1 = time.perf_counter()
-            state = fit(model, data, cfg, callbacks=callbacks_for(f"[{index}/{total}] {p.label} s{seed}"),
-                        run_dir=sub / "train", resume=True)
-            row = _row(p, seed, data, topo, info, model, state, cfg, time.perf_counter() - t1)
-            if want_metrics:
-                row.update(topology_metrics(topo))
-            io.write_json(result, dict(key=p.key, seed=seed, row=row, history=state.history))
-            rows.append(row)
-            trained += 1
-            if notify:
-                notify(dict(index=index, total=total, label=p.label, seed=seed, reused=False, row=row))
-    extra = ("connectivity", "path_cv", "min_spectral_gap", "min_scatter") if want_metrics else ()
-    table = aggregate(rows, metrics=METRICS + extra)
-    analysis = ANALYSES[spec.kind](spec, table, rows, run_dir)
-    res = StudyResult(recipe, setting, seed_list, rows, table, analysis, trained, reused,
-                      time.perf_counter() - t0, run_dir)
-    write_outputs(res)
+    # what the sub-runs depend on; seeds, notes and analysis options only add runs or change the outputs
+    settings = {"study": recipe.name, "setting": setting,
+                "config": s.model_dump(mode="json", exclude={"seeds", "threads", "note", "analysis"})}
+    with RunStore(run_dir, settings, command="study", overwrite=overwrite):
+        io.write_json(run_dir / "study.json", dict(
+            recipe=recipe.model_dump(mode="json"), setting=setting, seeds=seed_list,
+            configs=[dict(label=p.label, group=p.group, key=p.key, spec=p.spec.model_dump(mode="json")) for p in plan],
+        ))
+        cache: dict[str, DataSplits] = {}
+        rows: list[dict] = []
+        trained = reused = 0
+        total = len(plan) * len(seed_list)
+        spec = effective_analysis(recipe, setting)
+        want_metrics = isinstance(spec, FamiliesAnalysis) and spec.topology_metrics
+        index = 0
+        for p in plan:
+            for seed in seed_list:
+                index += 1
+                sub = run_dir / "runs" / p.key / f"seed{seed}"
+                result = sub / "result.json"
+                if result.exists():
+                    saved = json.loads(result.read_text())
+                    if saved.get("key") == p.key and saved.get("seed") == seed:
+                        row = dict(saved["row"], label=p.label, group=p.group)
+                        rows.append(row)
+                        reused += 1
+                        if notify:
+                            notify(dict(index=index, total=total, label=p.label, seed=seed, reused=True, row=row))
+                        continue
+                dkey = json.dumps(p.spec.data.model_dump(mode="json"), sort_keys=True)
+                if dkey not in cache:
+                    cache[dkey] = load_study_data(p.spec.data)
+                data = cache[dkey]
+                try:
+                    sizes = resolve_sizes(p.spec.model, data.n_features, data.n_classes)
+                    topo, info = build_topology(p.spec.model, sizes, seed)
+                except (TopologyError, ConfigError) as e:
+                    raise ConfigError(f"settings.{setting} ({p.label}): model: {e}") from None
+                torch.manual_seed(seed)
+                model = SparseMLP(topo)
+                cfg = p.spec.train.to_config(seed)
+                t1 = time.perf_counter()
+                state = fit(model, data, cfg, callbacks=callbacks_for(f"[{index}/{total}] {p.label} s{seed}"),
+                            run_dir=sub / "train", resume=True)
+                row = _row(p, seed, data, topo, info, model, state, cfg, time.perf_counter() - t1)
+                if want_metrics:
+                    row.update(topology_metrics(topo))
+                io.write_json(result, dict(key=p.key, seed=seed, row=row, history=state.history))
+                rows.append(row)
+                trained += 1
+                if notify:
+                    notify(dict(index=index, total=total, label=p.label, seed=seed, reused=False, row=row))
+        extra = ("connectivity", "path_cv", "min_spectral_gap", "min_scatter") if want_metrics else ()
+        table = aggregate(rows, metrics=METRICS + extra)
+        analysis = ANALYSES[spec.kind](spec, table, rows, run_dir)
+        res = StudyResult(recipe, setting, seed_list, rows, table, analysis, trained, reused,
+                          time.perf_counter() - t0, run_dir)
+        write_outputs(res)
     return res
 
 
@@ -955,7 +963,7 @@ def analyse_junction_densities(spec: JunctionAnalysis, table: list[dict], rows: 
                    fair_wins=sum(c["win"] for c in fair), fair_comparisons=len(fair),
                    denser_late_wins=sum(mono), denser_late_pairs=len(mono))
 
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     _curves(ax, _with_pct_x(sparse), "rho_net_pct", "test_acc", "group")
     fc = [r for r in table if r["rho_net"] == 1]
     if fc:
@@ -1008,7 +1016,9 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
                           f"{steps_up} of {steps} steps.")
     verdict = dict(claim_supported=wins_any > budgets / 2, budgets=budgets, wins_any=wins_any, wins_widest=wins_widest,
                    separated=separated, rises=steps_up, steps=steps)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    from matplotlib.ticker import FuncFormatter
+
+    fig, ax = subplots(figsize=(6.5, 4.2))
     _curves(ax, table, "hidden", "test_acc", "group")
     for r in table:
         ax.annotate(f"{100 * r['rho_net']:.0f}%", (r["hidden"], 100 * r["test_acc_mean"]), fontsize=7,
@@ -1017,8 +1027,8 @@ def analyse_large_sparse(spec: LargeSparseAnalysis, table: list[dict], rows: lis
             f"equal number of weights per curve ({table[0]['dataset']})")
     ax.set_xscale("log", base=2)
     ax.set_xticks(sorted({r["hidden"] for r in table}))
-    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda v, _: f"{v:g}"))
-    ax.xaxis.set_minor_formatter(plt.FuncFormatter(lambda v, _: ""))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: ""))
     save_figure(fig, run_dir / "accuracy_vs_width.png")
     return AnalysisResult(conclusions, verdict, {"budgets": summary}, ["accuracy_vs_width.png"],
                           columns={"budgets": [
@@ -1098,7 +1108,7 @@ def analyse_redundancy(spec: RedundancyAnalysis, table: list[dict], rows: list[d
     if missing:
         conclusions.append(f"No FC baseline (rho_net = 1) for {missing}: their drops are not computed.")
     verdict = dict(claim_supported=bool(n) and k > n / 2, wins=k, comparisons=n, wins_relative=k_rel)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     sparse_rows = [r for r in table if r["rho_net"] < 1 and "drop_mean" in r]
     _curves(axes[0], _with_pct_x(table), "rho_net_pct", "test_acc", "group")
     _finish(axes[0], "overall density rho_net (%)", "test accuracy (%)", "accuracy")
@@ -1187,7 +1197,7 @@ def analyse_regularization(spec: RegularizationAnalysis, table: list[dict], rows
                    non_increasing_steps=k, steps=len(steps), strictly_smaller=strict, spearman=rho_s,
                    beyond_noise=len(clear),
                    best_l2={r["group"]: r["best_l2"] for r in best_rows})
-    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    fig, axes = subplots(1, 2, figsize=(11, 4.2))
     _curves(axes[0], table, "l2", "val_acc", "group")
     _finish(axes[0], "L2 coefficient lambda (symlog)", "validation accuracy (%)", "validation accuracy", logx=False)
     nz = [r["l2"] for r in table if r["l2"] > 0]
@@ -1239,7 +1249,7 @@ def analyse_families(spec: FamiliesAnalysis, table: list[dict], rows: list[dict]
     if fc:
         conclusions.append(f"Fully connected: {_pct(statistics.fmean(r['test_acc_mean'] for r in fc))}.")
     verdict = dict(points=len(summary), within_noise=within, best_counts=wins, radix_minus_random=radix_vs_random)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    fig, ax = subplots(figsize=(6.5, 4.2))
     sparse = [r for g in groups.values() for r in g]
     _curves(ax, _with_pct_x(sparse), "rho_net_pct", "test_acc", "family")
     if fc:

@@ -27,16 +27,18 @@ first ``n_classes`` of the 32 outputs, the other outputs are trained towards 0 a
 Any ``net`` works whose first layer is the flattened image (or a zero-padded square) and whose last layer
 has at least ``n_classes`` outputs.
 
-Resumable: each arithmetic is a sub-run (``float``, ``w10_i2``, ...) with a ``checkpoint.npz`` written
-atomically after every epoch (state and history in one file) and ``result.json`` when it is done; a
-rerun skips finished sub-runs, continues partial ones, and extends them when ``epochs`` grows.
+Resumable: the run directory is a :class:`~sparseforge.runs.RunStore` tied to the settings of
+``_RUN_KEYS`` (others are refused naming the fields; word lengths, epochs and the float twin may change);
+each arithmetic is a sub-run (``float``, ``w10_i2``, ...) with a checksummed ``checkpoint.pt`` written
+atomically after every epoch (state and history in one file; the previous one kept) and ``result.json``
+when it is done; a rerun skips finished sub-runs, continues partial ones, and extends them when
+``epochs`` grows.
 Library code: nothing here prints; progress goes to the ``notify`` callback.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import io as _io
 import json
 import re
 import time
@@ -47,7 +49,6 @@ from typing import Callable, Literal, Sequence
 import numpy as np
 
 from .. import io
-from ..config import ConfigError
 from ..hardware import (
     FixedFormats,
     FixedMLP,
@@ -64,8 +65,10 @@ from ..hardware import (
     train_step_fixed,
     train_step_float,
 )
+from ..runs import RunStore, canonical
 from ..topology import NetworkTopology
 from ..topology.clash_free import design_clash_free
+from ..train.checkpoint import load_checkpoint, save_checkpoint
 
 __all__ = [
     "FixedStudyConfig",
@@ -283,22 +286,31 @@ def _predict(net: FixedMLP | FloatMLP, x: np.ndarray, n_classes: int, rng, chunk
     return np.concatenate(out) if out else np.zeros(0, dtype=np.int64)
 
 
-def _save_checkpoint(path: Path, net: FixedMLP | FloatMLP, history: list[dict]) -> None:
+CHECKPOINT = "checkpoint.pt"
+
+
+def _run_settings(cfg: FixedStudyConfig) -> dict:
+    """The settings every sub-run's result depends on (``run.json`` of the study)."""
+    return {k: v for k, v in canonical(cfg).items() if k in _RUN_KEYS}
+
+
+def _save_checkpoint(path: Path, net: FixedMLP | FloatMLP, history: list[dict], settings: dict) -> None:
     arrays = {f"w{j}": w for j, w in enumerate(net.weights)}
     arrays.update({f"b{j}": b for j, b in enumerate(net.biases)})
-    buf = _io.BytesIO()
-    np.savez(buf, history=np.array(json.dumps(history)), **arrays)
-    with io.atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
+    save_checkpoint(path, {"arrays": arrays, "history": history}, settings=settings)
 
 
-def _load_checkpoint(path: Path, like: FixedMLP | FloatMLP) -> tuple[FixedMLP | FloatMLP, list[dict]]:
-    with np.load(path) as z:
-        J = len(like.weights)
-        ws = tuple(z[f"w{j}"] for j in range(J))
-        bs = tuple(z[f"b{j}"] for j in range(J))
-        history = json.loads(str(z["history"]))
-    return dataclasses.replace(like, weights=ws, biases=bs), history
+def _load_checkpoint(path: Path, like: FixedMLP | FloatMLP,
+                     settings: dict | None = None) -> tuple[FixedMLP | FloatMLP, list[dict]] | None:
+    """The network (shaped like ``like``) and history of the newest good checkpoint, None if there is none;
+    with ``settings`` the checkpoint must have been made under them."""
+    loaded = load_checkpoint(path, settings=settings, check_settings=settings is not None)
+    if loaded is None:
+        return None
+    z, J = loaded.payload["arrays"], len(like.weights)
+    ws = tuple(z[f"w{j}"] for j in range(J))
+    bs = tuple(z[f"b{j}"] for j in range(J))
+    return dataclasses.replace(like, weights=ws, biases=bs), loaded.payload["history"]
 
 
 # ------------------------------------------------------------------------------------------------ runs
@@ -325,10 +337,11 @@ def _train_run(
     else:
         formats = study_formats(cfg, word)
         net = fixed_from_float(topo, ws, None, formats)
-    ckpt = sub / "checkpoint.npz"
+    ckpt, ck_settings = sub / CHECKPOINT, {"run": _run_settings(cfg), "label": label}
     history: list[dict] = []
-    if ckpt.exists():
-        net, history = _load_checkpoint(ckpt, net)
+    loaded = _load_checkpoint(ckpt, net, ck_settings)
+    if loaded is not None:
+        net, history = loaded
     eval_rng = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(3,)))
     lr = 2.0 ** -cfg.lr_shift
     edges = [int(p.valid.sum()) for p in net.plans]
@@ -344,7 +357,7 @@ def _train_run(
 
     if not history:
         history.append(evaluate(0, train_loss=None, saturated=0, weights_changed=None, epoch_time_s=0.0))
-        _save_checkpoint(ckpt, net, history)
+        _save_checkpoint(ckpt, net, history, ck_settings)
     n, B = len(data.y_train), cfg.batch_size
     for epoch in range(len(history), cfg.epochs + 1):
         order = np.random.default_rng(np.random.SeedSequence(cfg.seed, spawn_key=(1, epoch))).permutation(n)
@@ -367,26 +380,12 @@ def _train_run(
         row = evaluate(epoch, train_loss=loss / max(n, 1), saturated=sat, weights_changed=changed / sum(edges),
                        epoch_time_s=dt)
         history.append(row)
-        _save_checkpoint(ckpt, net, history)
+        _save_checkpoint(ckpt, net, history, ck_settings)
         if notify:
             notify(label, row)
     io.write_json(result, {"label": label, "word": word, "config": dataclasses.asdict(cfg),
                            "history": history})
     return history
-
-
-def _check_run_dir(cfg: FixedStudyConfig, run_dir: Path) -> None:
-    path = run_dir / "config.json"
-    if path.exists():
-        old = json.loads(path.read_text())
-        new = json.loads(json.dumps(dataclasses.asdict(cfg)))
-        diff = [f"{k}: {old.get(k)!r} there, {new[k]!r} now" for k in _RUN_KEYS if old.get(k) != new[k]]
-        if diff:
-            raise ConfigError(
-                f"run directory {run_dir} holds a study with other settings ({'; '.join(diff)}); "
-                "use another --run-dir (only word_bits, int_bits, epochs and float_baseline may change on resume)"
-            )
-    io.write_json(path, cfg)
 
 
 def run_fixed_study(
@@ -395,9 +394,13 @@ def run_fixed_study(
     *,
     data: StudyData | None = None,
     notify: Callable[[str, dict], None] | None = None,
+    overwrite: bool = False,
 ) -> dict[str, list[dict]]:
     """Train the float twin and every word length (resuming), write ``epochs.csv``, ``summary.csv``,
     ``fixed_vs_float.png`` and ``report.md`` in ``run_dir``.
+
+    A ``run_dir`` holding a study of other settings (those of ``_RUN_KEYS``) is refused naming the fields,
+    unless ``overwrite`` (then cleared); word lengths, epochs and the float twin may change on a rerun.
 
     Returns ``{"epochs": rows, "summary": rows}``: per (run, epoch) ``label, arithmetic, word_bits,
     int_bits, frac_bits, epoch, test_acc, train_loss, saturated, weights_changed, epoch_time_s``; per run
@@ -405,14 +408,15 @@ def run_fixed_study(
     """
     run_dir = Path(run_dir)
     topo = validate_study(cfg)
-    _check_run_dir(cfg, run_dir)
-    data = data or load_study_data(cfg)
-    runs: list[tuple[int, int] | None] = ([None] if cfg.float_baseline else []) + cfg.words()
-    epochs_rows: list[dict] = []
-    for word in runs:
-        epochs_rows += _train_run(cfg, word, topo, data, run_dir / cfg.label(word), notify)
-    summary = _summary(epochs_rows, cfg)
-    _write_outputs(epochs_rows, summary, run_dir, cfg, topo, data)
+    with RunStore(run_dir, _run_settings(cfg), command="hw fixed", overwrite=overwrite):
+        io.write_json(run_dir / "config.json", cfg)  # the full config, for load_trained_fixed and export
+        data = data or load_study_data(cfg)
+        runs: list[tuple[int, int] | None] = ([None] if cfg.float_baseline else []) + cfg.words()
+        epochs_rows: list[dict] = []
+        for word in runs:
+            epochs_rows += _train_run(cfg, word, topo, data, run_dir / cfg.label(word), notify)
+        summary = _summary(epochs_rows, cfg)
+        _write_outputs(epochs_rows, summary, run_dir, cfg, topo, data)
     return {"epochs": epochs_rows, "summary": summary}
 
 
@@ -439,7 +443,7 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
     """The trained fixed-point network of a study sub-run (e.g. ``runs/hw_fixed/w10_i2``), its study
     config and its ``z`` (for :func:`~sparseforge.hardware.export_network`)."""
     sub = Path(sub_run)
-    cfg_path, ckpt = sub.parent / "config.json", sub / "checkpoint.npz"
+    cfg_path, ckpt = sub.parent / "config.json", sub / CHECKPOINT
     if not cfg_path.exists() or not ckpt.exists():
         raise HardwareError(f"{sub} is not a sub-run of a fixed-point study (needs {cfg_path} and {ckpt})")
     raw = json.loads(cfg_path.read_text())
@@ -456,7 +460,7 @@ def load_trained_fixed(sub_run: str | Path) -> tuple[FixedMLP, FixedStudyConfig,
         word = (int(m.group(1)), int(m.group(2)))
     topo = build_topology(cfg)
     net = fixed_from_float(topo, initial_weights(topo, cfg.seed), None, study_formats(cfg, tuple(word)))
-    net, _ = _load_checkpoint(ckpt, net)
+    net, _ = _load_checkpoint(ckpt, net)  # type: ignore[misc]  (the file exists: checked above)
     return net, cfg, cfg.z  # type: ignore[return-value]
 
 
@@ -470,9 +474,9 @@ def _write_outputs(rows: list[dict], summary: list[dict], run_dir: Path, cfg: Fi
 
 
 def _plot(rows: list[dict], summary: list[dict], path: Path, cfg: FixedStudyConfig) -> Path:
-    from .plots import plt, save_figure
+    from ..runs.plots import save_figure, subplots
 
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (ax1, ax2) = subplots(1, 2, figsize=(11, 4))
     labels = list(dict.fromkeys(r["label"] for r in rows))
     for label in labels:
         rs = [r for r in rows if r["label"] == label]

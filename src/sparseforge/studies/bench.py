@@ -21,7 +21,6 @@ machine: a descheduled OpenMP thread stalls every parallel region, dense and spa
 from __future__ import annotations
 
 import math
-import time
 from typing import Callable, Sequence
 
 import numpy as np
@@ -32,6 +31,7 @@ from torch import nn
 from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm, use_backend
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
+from ..runs.timing import best_time, interleaved_times  # noqa: F401  (best_time: re-exported)
 from ..topology import Pattern, mixed_radix_pattern, structured, valid_out_degrees
 from ..topology.grouped import grouped
 
@@ -43,36 +43,6 @@ def _out_degree(n: int, density: float, group: int = 1) -> int:
 
 def _available_backends() -> list[str]:
     return ["stock"] + (["native"] if native.available() else [])
-
-
-def _clock(clock: str) -> Callable[[], float]:
-    if clock not in ("wall", "cpu"):
-        raise ValueError(f"clock={clock!r} must be 'wall' or 'cpu'")
-    if clock == "cpu" and torch.get_num_threads() != 1:
-        raise ValueError("clock='cpu' measures the calling thread only: use it with threads=1")
-    return time.perf_counter if clock == "wall" else time.thread_time
-
-
-def best_time(fn: Callable[[], object], repeats: int = 5, warmup: int = 1, clock: str = "wall") -> float:
-    """Minimum seconds of ``fn()`` over ``repeats`` runs; ``clock`` is ``"wall"`` or ``"cpu"`` (this thread's
-    CPU time: single-threaded runs only)."""
-    return interleaved_times({"fn": fn}, repeats, warmup, clock)["fn"]
-
-
-def interleaved_times(fns: dict, repeats: int = 5, warmup: int = 1, clock: str = "wall") -> dict:
-    """Minimum seconds of each ``fns[key]()`` over ``repeats`` rounds; every round runs every function once,
-    so slow phases of a shared machine hit all candidates alike."""
-    now = _clock(clock)
-    for fn in fns.values():
-        for _ in range(warmup):
-            fn()
-    best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
-        for key, fn in fns.items():
-            t0 = now()
-            fn()
-            best[key] = min(best[key], now() - t0)
-    return best
 
 
 def dense_fns(n: int, batch: int, seed: int = 0) -> dict[tuple[str, str], Callable[[], object]]:
@@ -167,7 +137,7 @@ def kernel_table(
             fns.update({(i, backend, op): f for op, f in sparse_fns(pattern, backend, batch, seed).items()})
         w_csr = SparseLinear(pattern).to_dense().to_sparse_csr()  # torch's own CSR product, forward only
         fns[(i, "torch CSR", "fwd")] = lambda w=w_csr: torch.sparse.mm(w, x_fm)
-    t = interleaved_times(fns, repeats, 1, clock)
+    t = interleaved_times(fns, repeats, warmup=1, clock=clock)
     dense: dict[str, dict[str, float]] = {}
     for key in fns:
         if isinstance(key[0], str):
@@ -219,7 +189,7 @@ def batch_sweep(
             fns: dict = {"mm": lambda: torch.mm(w, x)}
             for backend in _available_backends():
                 fns[backend] = lambda backend=backend: _forward(layer, x, backend)
-            t = interleaved_times(fns, repeats, 1, tclock)
+            t = interleaved_times(fns, repeats, warmup=1, clock=tclock)
             row: dict = dict(threads=nt, batch=b, density=pattern.density, clock=tclock)
             for key, s in t.items():
                 row[f"{key}_gflops"] = 2 * (pattern.edges if key != "mm" else n * n) * b / s / 1e9
@@ -351,7 +321,7 @@ def challenge(
             results["ours"] = challenge_sparseforge(y0, patterns, layers, weight, bias, batch)
 
     used = resolve_backend("cpu", torch.float32) if backend != "stock" else "stock"
-    t = interleaved_times({"scipy": run_scipy, "ours": run_ours}, repeats, 0, clock)
+    t = interleaved_times({"scipy": run_scipy, "ours": run_ours}, repeats, warmup=0, clock=clock)
     t_scipy, t_ours, ref, ours = t["scipy"], t["ours"], results["scipy"], results["ours"]
     rows = [
         dict(implementation="scipy.sparse CSR (1 thread)", seconds=t_scipy, edges_per_s=work / t_scipy, speedup=1.0),

@@ -5,7 +5,7 @@
   (``trials.csv``, ``summary.json``, ``pareto.png``, ``report.md``). Run it again to resume.
 * :func:`compare`: the same spec with several samplers (GP-EI, random, TPE, Optuna's GP) and seeds at
   equal per-stage budgets; a table of the best f per seed and sampler, and best-so-far curves.
-* ``python -m sparseforge.experiments.search worker --storage URL --study NAME`` is one worker process
+* ``python -m sparseforge.studies.search worker --storage URL --study NAME`` is one worker process
   (what ``sparseforge search worker`` runs; used for many workers).
 """
 
@@ -29,7 +29,8 @@ from ..search import (
 )
 from ..search.study import die_with_parent
 from ..search.objective import load_search_data
-from .plots import plt, save_figure
+from ..runs import report as run_report
+from ..runs.plots import save_figure, subplots
 
 RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 
@@ -71,7 +72,7 @@ def run_search(spec: SearchSpec, run_dir: str | os.PathLike, *, storage: str | N
 
     A run directory may hold several searches: each has its own folder ``run_dir/<name>-<spec hash>``
     (:attr:`Search.key`) for its trial checkpoints and its report, and ``run_dir/search.json`` lists them.
-    With ``workers > 1`` the workers are subprocesses (``python -m sparseforge.experiments.search
+    With ``workers > 1`` the workers are subprocesses (``python -m sparseforge.studies.search
     worker``) sharing the storage; they end with this process (killed or interrupted), and this process
     only creates the search and writes the report.
     """
@@ -126,7 +127,7 @@ def registered_studies(run_dir: str | os.PathLike) -> dict[str, dict]:
 def worker_command(storage: str, study: str, run_dir: str | os.PathLike | None = None,
                    rank: int | None = None, parent_pid: int | None = None) -> list[str]:
     """The command line of one worker process (``parent_pid``: it ends when that process does)."""
-    cmd = [sys.executable, "-m", "sparseforge.experiments.search", "worker", "--storage", str(storage),
+    cmd = [sys.executable, "-m", "sparseforge.studies.search", "worker", "--storage", str(storage),
            "--study", study]
     if run_dir is not None:
         cmd += ["--run-dir", str(run_dir)]
@@ -143,7 +144,7 @@ def plot_pareto(rows: Sequence[dict], w_c: float, path: str | os.PathLike, *, ti
     """Validation accuracy vs normalised complexity of every complete trial (colour: stage), the Pareto
     front as a step line, and the point ``w_c`` picks (star); points other ``w_c`` would pick are ringed."""
     ok, front, chosen = front_rows(rows, w_c)
-    fig, ax = plt.subplots(figsize=(6.5, 4.5))
+    fig, ax = subplots(figsize=(6.5, 4.5))
     stages = sorted({r["stage"] for r in ok})
     for s in stages:
         rs = [r for r in ok if r["stage"] == s]
@@ -206,13 +207,11 @@ def write_report(search: Search, run_dir: str | os.PathLike) -> dict:
     run_dir = Path(run_dir) / search.key
     rows = trial_rows(search, all_states=True)
     flat = [{**{k: v for k, v in r.items() if k != "config"}, "config": json.dumps(r["config"])} for r in rows]
-    io.write_csv(run_dir / "trials.csv", flat)
     sm = summary(search)
     sm["overhead"] = overhead(rows)
-    io.write_json(run_dir / "summary.json", sm)
     w_c = search.spec.objective.w_c
-    if any(r["state"] == "COMPLETE" for r in rows):
-        plot_pareto(rows, w_c, run_dir / "pareto.png", title=f"{search.name}: accuracy vs complexity")
+    figures = {"pareto.png": lambda path: plot_pareto(rows, w_c, path, title=f"{search.name}: accuracy vs complexity")}
+    draw = any(r["state"] == "COMPLETE" for r in rows) and search.spec.model != "synthetic"  # synthetic: f_c = 0
     lines = [f"# Search {search.name}", "",
              f"model {search.spec.model} on {search.spec.data.name}; sampler {search.spec.sampler.name} "
              f"(seed {search.spec.sampler.seed}); f = f_p + {w_c:g} f_c "
@@ -232,7 +231,8 @@ def write_report(search: Search, run_dir: str | os.PathLike) -> dict:
     lines += ["", f"engine time per trial {_fmt(o['engine_s'], '.3f')} s vs training {_fmt(o['train_s'], '.3f')} s "
               f"(GP phase: {_fmt(o['gp_engine_s'], '.3f')} s over {o['gp_trials']} trials)", "",
               "![pareto](pareto.png)", ""]
-    io.write_text(run_dir / "report.md", "\n".join(lines))
+    run_report.write_report(run_dir, "\n".join(lines), tables={"trials.csv": flat}, data={"summary.json": sm},
+                            figures=figures if draw else {})
     return {**sm, "report_dir": str(run_dir)}
 
 
@@ -275,7 +275,6 @@ def compare(spec: SearchSpec, run_dir: str | os.PathLike, *, samplers: Sequence[
                              best_test_acc=b.get("test_acc"), best_params=b.get("params"), best_f_c=b.get("f_c"),
                              trials=len([r for r in trows if r["state"] in ("COMPLETE", "PRUNED")]),
                              engine_s=o["engine_s"], train_s=o["train_s"]))
-    io.write_csv(run_dir / "compare.csv", rows)
     _compare_report(rows, curves, spec, run_dir, samplers, seeds)
     return rows
 
@@ -363,10 +362,14 @@ def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
                          f"{diff:+.4f} ({'GP-EI better' if diff > 0 else 'GP-EI worse' if diff < 0 else 'tie'}; "
                          f"standard error of the difference {se:.4f})")
     lines += ["", "![anytime](compare.png)", ""]
-    io.write_text(Path(run_dir) / "compare.md", "\n".join(lines))
     curve_rows = anytime(curves)
-    io.write_csv(Path(run_dir) / "anytime.csv", curve_rows)
-    fig, ax = plt.subplots(figsize=(6.5, 4.2))
+    run_report.write_report(run_dir, "\n".join(lines), tables={"compare.csv": rows, "anytime.csv": curve_rows},
+                            figures={"compare.png": lambda path: _plot_anytime(curve_rows, spec, samplers, seeds, path)},
+                            name="compare.md")
+
+
+def _plot_anytime(curve_rows, spec, samplers, seeds, path) -> Path:
+    fig, ax = subplots(figsize=(6.5, 4.2))
     for n in samplers:
         rs = [r for r in curve_rows if r["sampler"] == n]
         if not rs:
@@ -383,14 +386,14 @@ def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
     ax.set_title(f"{spec.name}: anytime performance")
     ax.grid(True, alpha=0.3)
     ax.legend()
-    save_figure(fig, Path(run_dir) / "compare.png")
+    return save_figure(fig, path)
 
 
 # ---------------------------------------------------------------------------------------------- worker entry
 def _worker_main(argv: Sequence[str]) -> int:
     import argparse
 
-    ap = argparse.ArgumentParser(prog="python -m sparseforge.experiments.search worker")
+    ap = argparse.ArgumentParser(prog="python -m sparseforge.studies.search worker")
     ap.add_argument("command", choices=["worker"])
     ap.add_argument("--storage", required=True)
     ap.add_argument("--study", required=True)

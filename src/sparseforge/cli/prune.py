@@ -2,7 +2,7 @@
 
 Hook-up: ``cli.py`` calls :func:`register` on its Typer app. The config is validated once here by
 :class:`PruneSpec` (unknown keys refused; errors name the field, the value and what is allowed) and
-turned into the plain :class:`~sparseforge.experiments.prune.PruneStudyConfig` the recipes trust.
+turned into the plain :class:`~sparseforge.studies.prune.PruneStudyConfig` the recipes trust.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from rich.table import Table
 from ..config import resolve_recipe, ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
 
 out = Console()
-err = Console(stderr=True)
+from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
 
 def _check_fractions(values: list[float], what: str) -> list[float]:
     for v in values:
@@ -117,7 +117,7 @@ class PruneSpec(_Strict):
 
     def to_config(self):
         """The plain dataclass the experiment recipes take."""
-        from .prune import PruneStudyConfig, ScheduleShape
+        from ..studies.prune import PruneStudyConfig, ScheduleShape
 
         sch = self.prune.schedule
         return PruneStudyConfig(
@@ -173,7 +173,7 @@ def _pct(v) -> str:
 
 
 def _show(result: dict[str, list[dict]]) -> None:
-    from .prune import retrain_summary
+    from ..studies.prune import retrain_summary
 
     if "sweep" in result:
         t = Table(title="one-shot vs iterative pruning (test accuracy)")
@@ -238,7 +238,8 @@ def register(app: typer.Typer) -> None:
         parts: Optional[str] = typer.Option(None, help="which of sweep,retrain,bench to run"),
         seed: Optional[int] = typer.Option(None, help="seed of the dense model and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
-        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes what is already there)"),
+        run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes a study of the same settings)"),
+        overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
@@ -264,8 +265,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from ..data import DatasetUnavailable
-        from .progress import RichProgress
-        from .prune import build_model, run_study
+        from ..runs.progress import Progress
+        from ..studies.prune import build_model, run_study
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
@@ -286,7 +287,7 @@ def register(app: typer.Typer) -> None:
         except (ValueError, DatasetUnavailable) as e:
             err.print(f"[red]error:[/red] {e}")
             raise typer.Exit(2)
-        result = run_study(cfg, run_dir, data=data, notify=notify,
-                           callbacks_for=lambda label: [RichProgress(label, enabled=not quiet)])
+        result = run_study(cfg, run_dir, data=data, notify=notify, overwrite=overwrite,
+                           callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         _show(result)
         out.print(f"wrote {run_dir}/report.md, CSV tables and figures/")

@@ -1,1 +1,0 @@
-"""The face: recipes that reproduce the seeds' results, reports, benchmarks (these may print)."""
