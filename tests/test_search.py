@@ -648,7 +648,7 @@ def test_compare_command_on_the_synthetic_benchmark(tmp_path):
         assert [s.trials for s in search.spec.stages] == [4, 2, 3]  # 9 split like the recipe's 12/8/10
     # bad input: one line, exit 2, the option named
     for args, field in ((("--samplers", "gp-ei,annealing"), "--samplers"), (("--seeds", "0"), "--seeds"),
-                        (("--seeds", "a,b"), "--seeds"), (("--budget", "2"), "budget")):
+                        (("--seeds", "a,b"), "--seeds"), (("--budget", "2"), "budget"), (("--budget", "0"), "budget")):
         res = _cli("search", "compare", "synthetic", "--run-dir", str(tmp_path / "bad"), *args)
         assert res.returncode == 2, (args, res.stderr)
         assert field in res.stderr and "Traceback" not in res.stderr, res.stderr

@@ -38,7 +38,7 @@ def main() -> None:
     except ImportError:  # pragma: no cover
         pass
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # without standalone mode, typer returns a typer.Exit's code
     except known as e:
         err.print(f"[red]error:[/red] {e}")
         sys.exit(2)
@@ -47,11 +47,11 @@ def main() -> None:
     except (typer.Abort, KeyboardInterrupt):
         err.print("interrupted; rerun the same command (with --resume for train) to continue")
         sys.exit(130)
-    except Exception as e:  # click usage errors
-        import click
-
-        if isinstance(e, click.ClickException):
+    except Exception as e:  # usage errors (typer ships its own click: no `import click`)
+        if hasattr(e, "show") and isinstance(getattr(e, "exit_code", None), int):
             e.show()
             sys.exit(e.exit_code)
         raise
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
