@@ -6,12 +6,12 @@ import sys
 
 import pytest
 import yaml
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner
 
 from sparseforge.cli import app
 from sparseforge.config import ConfigError, RunSpec, load_yaml, parse
 
-runner = CliRunner()
+runner = BoundaryRunner()
 
 
 def run_cli(*args):

@@ -46,15 +46,45 @@ def test_two_process_gloo_matches_one_process(tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["model"])
 
 
+SCRIPT = shutil.which("sparseforge", path=str(Path(sys.executable).parent))
+CONFIG = "data:\n  name: digits\nmodel:\n  density: 0.5\ntrain:\n  epochs: 2\n  batch_size: 64\n  lr: 0.005\n"
+
+
+def _train(argv, tmp_path, launcher=()):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run([*launcher, *argv], env=env, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+
+def _epochs(run_dir):
+    return json.loads((run_dir / "metrics.json").read_text())
+
+
+@pytest.mark.skipif(SCRIPT is None, reason="the sparseforge console script is not installed")
+def test_train_nproc_two_processes_from_a_config(tmp_path):
+    """`sparseforge train --nproc 2` (torchrun --standalone underneath, gloo on CPU): config file, the data's
+    input size, one run directory written by rank 0, every epoch's train metrics averaged over both ranks."""
+    (tmp_path / "run.yaml").write_text(CONFIG)
+    r = _train([SCRIPT, "train", "--config", "run.yaml", "--nproc", "2", "--run-dir", "d", "--threads", "1"],
+               tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 processes (data parallel)" in r.stderr and "Traceback" not in r.stderr
+    assert r.stdout.count("test accuracy") == 1  # rank 0 only
+    hist = _epochs(tmp_path / "d")
+    assert [h["epoch"] for h in hist] == [1, 2] and all(h["world_size"] == 2 for h in hist)
+    assert hist[-1]["val_acc"] > 0.5
+
+
 @pytest.mark.slow
-def test_torchrun_entry_point(tmp_path):
-    torchrun = shutil.which("torchrun") or str(Path(sys.executable).parent / "torchrun")
-    if not Path(torchrun).exists():
-        pytest.skip("torchrun not found")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT / "src")}
-    r = subprocess.run([torchrun, "--standalone", "--nproc-per-node", "2", "-m", "sparseforge.train.distributed",
-                        "--dataset", "digits", "--net", "64,32,10", "--density", "0.5", "--epochs", "5",
-                        "--run-dir", str(tmp_path), "--print"], env=env, capture_output=True, text=True, timeout=600)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads((tmp_path / "distributed.json").read_text())
-    assert res["world"] == 2 and res["ranks_agree"] and res["test_acc"] > 0.8
+@pytest.mark.skipif(SCRIPT is None, reason="the sparseforge console script is not installed")
+def test_train_under_torchrun_resumes(tmp_path):
+    """The same command under torchrun itself (as on many nodes, with its rendezvous) resumes a run."""
+    (tmp_path / "run.yaml").write_text(CONFIG)
+    r = _train([SCRIPT, "train", "--config", "run.yaml", "--nproc", "2", "--run-dir", "d"], tmp_path)
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = _epochs(tmp_path / "d")
+    torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2"]
+    r = _train(["-m", "sparseforge", "train", "--config", "run.yaml", "--epochs", "3", "--resume", "--run-dir", "d"],
+               tmp_path, launcher=torchrun)
+    assert r.returncode == 0, r.stderr[-3000:]
+    hist = _epochs(tmp_path / "d")
+    assert [h["epoch"] for h in hist] == [1, 2, 3] and hist[:2] == first

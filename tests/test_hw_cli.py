@@ -4,14 +4,14 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner
 
 from sparseforge.studies.fixed_point import FixedStudyConfig, load_study_data, load_trained_fixed
 from sparseforge.hardware import FloatMLP, forward_float, init_fixed_mlp, load_export, predict_fixed
 from sparseforge.topology.clash_free import design_clash_free
 from sparseforge.train import load_checkpoint
 
-runner = CliRunner()
+runner = BoundaryRunner()
 FPGA = ["--net", "1024,64,32", "--fan-out", "4,16", "--z", "128,32"]
 
 

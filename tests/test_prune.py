@@ -11,7 +11,7 @@ import pytest
 import torch
 import typer
 from torch import nn
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner as CliRunner
 
 from sparseforge.config import ConfigError, parse
 from sparseforge.data import load_dataset
@@ -320,7 +320,7 @@ def test_prune_command_tiny_setting(tmp_path):
 
 
 def test_bad_config_value_names_the_field(tmp_path):
-    from sparseforge.cli.prune import PruneSpec
+    from sparseforge.studies.prune import PruneSpec
 
     bad = tmp_path / "bad.yaml"
     bad.write_text("model: lenet300\nprune: {scope: everywhere}\n")
@@ -341,13 +341,13 @@ def test_bad_config_value_names_the_field(tmp_path):
 def test_packaged_recipes_validate():
     from sparseforge.config import load_yaml
     from sparseforge.config import RECIPES
-    from sparseforge.cli.prune import PruneSpec
+    from sparseforge.studies.prune import PruneSpec
 
     recipes = sorted(RECIPES.glob("prune_*.yaml"))
     assert len(recipes) >= 3
     for path in recipes:
-        cfg = load_yaml(path, PruneSpec).to_config()
-        assert cfg.sparsities and all(0 < s < 1 for s in cfg.sparsities)
+        cfg = load_yaml(path, PruneSpec)
+        assert cfg.prune.sparsities and all(0 < s < 1 for s in cfg.prune.sparsities)
 
 
 def test_pruned_conv_zero_filters_are_removed_by_ssl_thinning():

@@ -84,6 +84,16 @@ def test_store_refuses_another_command_and_foreign_directories(tmp_path):
     assert (tmp_path / "b" / "precious.txt").read_text() == "mine"
 
 
+def test_temporary_files_of_a_killed_writer_do_not_make_a_foreign_directory(tmp_path):
+    (tmp_path / ".run.lock.x1.tmp").write_text("")  # killed between writing a lock candidate and linking it
+    with RunStore(tmp_path, SETTINGS, command="demo") as s:
+        assert not s.existed
+    (tmp_path / RUN_JSON).unlink()
+    (tmp_path / "notes.txt").write_text("")  # a real file: not a run directory
+    with pytest.raises(ConfigError, match="no run.json"):
+        RunStore(tmp_path, SETTINGS, command="demo").open()
+
+
 def test_mutable_fields_may_change_and_are_recorded(tmp_path):
     RunStore(tmp_path, SETTINGS, command="train").open().close()
     longer = {**SETTINGS, "train": {"epochs": 5, "lr": 0.001}}

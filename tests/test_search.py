@@ -19,7 +19,7 @@ import pytest
 import torch
 import yaml
 from optuna.trial import TrialState
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner
 
 from sparseforge.config import ConfigError
 from sparseforge.data import load_dataset
@@ -464,7 +464,7 @@ def test_cli_runs_resumes_and_reports(tmp_path):
 
     cfg = tmp_path / "tiny.yaml"
     cfg.write_text(yaml.safe_dump(TINY))
-    runner = CliRunner()
+    runner = BoundaryRunner()
     res = runner.invoke(app, ["search", "run", str(cfg), "--run-dir", str(tmp_path / "run"), "--quiet"])
     assert res.exit_code == 0, res.output
     rep = tmp_path / "run" / study_key("t", parse_spec(TINY))  # each search has its own folder

@@ -8,7 +8,7 @@ import pytest
 import torch
 import yaml
 from torch import nn
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner as CliRunner
 
 from sparseforge.data import ArrayDataset, DataSplits
 from sparseforge.nn import lenet5
@@ -325,11 +325,11 @@ def test_depth_prox_zeroes_branches_that_thinning_then_removes():
 def test_variant_layer_scale_multiplies_coefficients():
     from sparseforge.studies.ssl import Variant
 
-    v = Variant("v", filter=0.2, channel=0.05, layer_scale=(("0", 0.5),))
+    v = Variant(name="v", filter=0.2, channel=0.05, layer_scale={"0": 0.5})
     lams = {(gs.layer, gs.kind): gs.lam for gs in v.groups(lenet5())}
     assert lams == {("0", "filter"): 0.1, ("2", "filter"): 0.2, ("2", "channel"): 0.05}
     with pytest.raises(ValueError, match="layer_scale"):
-        Variant("v", filter=0.2, layer_scale=(("9", 0.5),)).groups(lenet5())
+        Variant(name="v", filter=0.2, layer_scale={"9": 0.5}).groups(lenet5())
 
 
 def test_thinned_model_saves_reloads_and_exports(tmp_path):
@@ -444,7 +444,7 @@ def test_packaged_recipes_validate():
     from sparseforge.cli.ssl import RECIPES, load_spec
 
     for name in RECIPES:
-        cfg = load_spec(None, name, {"ssl": {"epochs": 2}}).experiment()
-        assert cfg.variants and cfg.ssl_epochs == 2
+        cfg = load_spec(None, name, {"ssl": {"epochs": 2}})
+        assert cfg.variants and cfg.ssl.epochs == 2
     # a partial train section keeps the recipe's other settings
     assert load_spec(None, "lenet-filter", {"train": {"epochs": 1}}).train.optimizer == "sgd"

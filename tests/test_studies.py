@@ -12,9 +12,9 @@ import pytest
 import torch
 import typer
 import yaml
-from typer.testing import CliRunner
+from cli_runner import BoundaryRunner as CliRunner
 
-from sparseforge.config import ConfigError
+from sparseforge.config import ConfigError, parse
 from sparseforge.data import ArrayDataset, DataSplits, load_dataset
 from sparseforge.data.transforms import fit_pca, pca_reduce, top_variance_features
 from sparseforge.studies import densities as st
@@ -64,7 +64,7 @@ def _load(tmp_path, data: dict) -> st.Recipe:
 
 def test_packaged_recipes_validate_and_have_tiny_and_full():
     found = {s["name"]: s for s in st.list_studies()}
-    assert set(found) == set(STUDIES)
+    assert set(found) == {n.replace("_", "-") for n in STUDIES}  # one naming scheme: words joined by -
     for name, s in found.items():
         assert {"tiny", "full"} <= set(s["settings"]), name
         assert s["settings"]["full"] > s["settings"]["tiny"] > 0
@@ -115,8 +115,9 @@ def test_unknown_setting_and_study_list_allowed(tmp_path):
     r = _load(tmp_path, _recipe())
     with pytest.raises(ConfigError, match="'huge' is not in study 't'; allowed: tiny"):
         st.expand(r, "huge")
-    with pytest.raises(ConfigError, match="allowed: families, junction_densities"):
+    with pytest.raises(ConfigError, match="recipes: families, junction-densities"):
         st.resolve_recipe("nope")
+    assert st.resolve_recipe("junction-densities") == st.resolve_recipe("study_junction_densities")
     res = CliRunner().invoke(_app(), ["study", "nope"])
     assert res.exit_code == 2 and "nope" in res.output
 
@@ -149,7 +150,7 @@ def test_edges_like_keeps_the_weight_budget():
                                     (780, h, 10), seed=0)
         assert budget * 0.9 <= down.edges <= budget and down.densities[1] == 1.0, h
     with pytest.raises(ConfigError, match="round_down applies to rho_net or edges_like"):
-        st.parse(st.StudyModel, {"density": 0.3, "round_down": True})
+        parse(st.StudyModel, {"density": 0.3, "round_down": True})
 
 
 def test_radices_give_every_family_the_same_junction_densities():

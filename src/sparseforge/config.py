@@ -7,19 +7,26 @@ the validated values are passed on as plain dataclasses and trusted.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from .errors import ConfigError
-from .topology import NetworkTopology, TopologyError, allocate_density, design
-from .train import TrainConfig
+
+if TYPE_CHECKING:  # the layers below load torch; imported where used, so validating a config stays quick
+    from .topology import NetworkTopology
+    from .train import TrainConfig
+
+if TYPE_CHECKING:
+    from .data import DataSplits
 
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    """Unknown keys are errors; so are infinite and NaN numbers (``lr: .inf`` would train to NaN)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class ModelSpec(_Strict):
@@ -31,7 +38,7 @@ class ModelSpec(_Strict):
     density: list[float] | float | None = None
     rho_net: float | None = Field(default=None, gt=0, le=1, description="overall density (degrees allocated)")
     family: str = "structured"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="family options, e.g. {z: 4}")
 
     @model_validator(mode="after")
@@ -43,6 +50,8 @@ class ModelSpec(_Strict):
 
     def topology(self) -> NetworkTopology:
         """Build the topology (FC when no degrees are given)."""
+        from .topology import TopologyError, allocate_density, design
+
         kw = {k: getattr(self, k) for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None}
         try:
             if self.rho_net is not None:
@@ -55,12 +64,22 @@ class ModelSpec(_Strict):
 
 
 class DataSpec(_Strict):
+    """A dataset by name (see :data:`sparseforge.data.DATASETS`): ``limit`` samples per split (None: all),
+    split and shuffled by ``seed``; ``options`` go to the loader."""
+
     name: str = "mnist"
     root: Path | None = None
     val_size: int | float | None = None
     limit: int | None = Field(default=None, gt=0)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     options: dict[str, Any] = Field(default_factory=dict, description="dataset options, e.g. {variant: difficult}")
+
+    def load(self) -> "DataSplits":
+        """The train/val/test splits this spec names."""
+        from .data import load_dataset
+
+        return load_dataset(self.name, root=self.root, val_size=self.val_size, seed=self.seed, limit=self.limit,
+                            **self.options)
 
 
 class TrainFields(_Strict):
@@ -79,9 +98,11 @@ class TrainFields(_Strict):
 
 
 class TrainSpec(TrainFields):
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
     def to_config(self) -> TrainConfig:
+        from .train import TrainConfig
+
         return TrainConfig(**self.model_dump())
 
 
@@ -112,15 +133,54 @@ def parse(model: type[_Strict], data: dict, where: str = "") -> Any:
         raise _explain(e, where) from None
 
 
+class _DuplicateKey(Exception):
+    def __init__(self, key: object, first: int, again: int) -> None:
+        super().__init__(f"duplicate key {key!r} on line {again} (first given on line {first}); give each key once")
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML silently keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):  # type: ignore[override]
+        seen: dict = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue
+            key = self.construct_object(key_node, deep=True)
+            try:
+                if key in seen:
+                    raise _DuplicateKey(key, seen[key], key_node.start_mark.line + 1)
+                seen[key] = key_node.start_mark.line + 1
+            except TypeError:  # an unhashable key: yaml's own error follows
+                pass
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_mapping(path: str | Path) -> dict:
-    """The YAML mapping in ``path`` (unvalidated); a missing file, bad YAML or a non-mapping is a ConfigError."""
+    """The YAML mapping in ``path`` (unvalidated). A missing file, a directory, a binary or empty file, bad YAML,
+    a key given twice or a top level that is not a mapping is a :class:`ConfigError` naming the file."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"config file {path} does not exist")
+    if not path.is_file():
+        raise ConfigError(f"config file {path} is a directory, not a YAML file")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a YAML text file (binary content)") from None
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    if "\0" in text:
+        raise ConfigError(f"{path}: not a YAML text file (binary content)")
+    try:
+        data = yaml.load(text, Loader=_UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+    except _DuplicateKey as e:
+        raise ConfigError(f"{path}: {e}") from None
     except yaml.YAMLError as e:
-        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+        raise ConfigError(f"{path}: not valid YAML: {' '.join(str(e).split())}") from None
+    if data is None:
+        raise ConfigError(f"{path}: the file is empty (only comments or blank lines); give at least one setting, "
+                          "or leave out the config file to use the defaults")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: the top level must be a mapping of sections, got {type(data).__name__}")
     return data
@@ -129,17 +189,29 @@ def read_mapping(path: str | Path) -> dict:
 RECIPES = Path(__file__).parent / "recipes"
 
 
+RECIPE_PREFIXES = {"study": "study_", "prune": "prune_", "ssl": "ssl_", "search": "search_", "hw fixed": "hw_"}
+
+
+def recipe_names(prefix: str) -> list[str]:
+    """The packaged recipes of one command (files ``recipes/<prefix>*.yaml``) by their one name scheme:
+    the file name without the command's prefix, words joined by ``-`` (``prune_tiny.yaml`` -> ``tiny``)."""
+    return sorted(p.stem[len(prefix):].replace("_", "-") for p in RECIPES.glob(f"{prefix}*.yaml"))
+
+
 def resolve_recipe(path: str | Path, prefix: str) -> Path:
-    """``path`` itself when it exists, else the packaged recipe of that name
-    (``prune_tiny`` -> ``recipes/prune_tiny.yaml``); otherwise a ConfigError listing the ``prefix*`` recipes."""
+    """``path`` itself when it is an existing file (or a directory, refused by :func:`read_mapping`), else the
+    packaged recipe of that name: ``tiny``, ``prune-tiny``, ``prune_tiny`` and ``prune_tiny.yaml`` all name
+    ``recipes/prune_tiny.yaml``. Otherwise a ConfigError listing the command's recipes."""
     path = Path(path)
     if path.exists():
         return path
-    for cand in (RECIPES / path.name, RECIPES / f"{path.name}.yaml"):
-        if cand.exists():
+    stem = path.name[:-5] if path.name.endswith(".yaml") else path.name
+    stem = stem.replace("-", "_")
+    for cand in (RECIPES / f"{prefix}{stem}.yaml", RECIPES / f"{stem}.yaml"):
+        if cand.is_file() and cand.name.startswith(prefix):
             return cand
-    known = ", ".join(sorted(p.stem for p in RECIPES.glob(f"{prefix}*.yaml")))
-    raise ConfigError(f"config file {path} does not exist (packaged recipes: {known})")
+    raise ConfigError(f"{str(path)!r} is neither a file nor a packaged recipe; recipes: "
+                      f"{', '.join(recipe_names(prefix))} (list them all with `sparseforge recipes`)")
 
 
 def load_yaml(path: str | Path, model: type[_Strict] = RunSpec) -> Any:

@@ -7,10 +7,10 @@ from typing import Optional
 
 import typer
 
-from .console import out, pct, rich_table
-from .parse import UserError, floats, ints
+from .console import notice, out, pct, rich_table, typer_app
+from .parse import UserError, choice, densities as parse_densities, ints, number, output_file
 
-bench_app = typer.Typer(no_args_is_help=True, help="Benchmarks: ratios against the best baseline of the same run.")
+bench_app = typer_app(help="Benchmarks: ratios against the best baseline of the same run.")
 
 
 def _print_rows(rows: list[dict], title: str) -> None:
@@ -21,10 +21,24 @@ def _print_rows(rows: list[dict], title: str) -> None:
 
 
 def _check_clock(clock: str, threads: int) -> None:
-    if clock not in ("wall", "cpu"):
-        raise UserError(f"--clock: {clock!r} is not allowed; choose wall or cpu")
+    choice(clock, "clock", ("wall", "cpu"))
     if clock == "cpu" and threads != 1:
         raise UserError(f"--clock cpu times this thread only: use it with --threads 1 (got {threads})")
+
+
+def _steps(label: str, what: str, quiet: bool):
+    """``on_round(done, total)`` for the benchmarks: one progress line per finished step (the one display)."""
+    from ..runs.progress import Progress
+
+    progress = Progress(label, enabled=not quiet)
+    return lambda done, total: progress.step(done, total, what) if done else None
+
+
+def _notice_rounded(asked: list[float], got: list[float]) -> None:
+    """A notice for each density that the pattern's whole out-degree made different from what was asked."""
+    for a, g in zip(asked, got):
+        if abs(a - g) > 1e-9:
+            notice(f"density {100 * a:g}% was rounded to {100 * g:.2f}% (a whole out-degree per node)")
 
 
 @bench_app.command("linear")
@@ -37,23 +51,39 @@ def bench_linear(
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(5, min=1),
     clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    compile_density: Optional[float] = typer.Option(
+        0.1, min=1e-9, max=1, help="density of the torch.compile training-step row (0 < d <= 1); --no-compile skips it"),
+    compile: bool = typer.Option(True, help="also time a SparseMLP training step under torch.compile vs eager"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+    quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """SparseLinear (each kernel backend) vs nn.Linear / torch.mm / oneDNN and torch CSR, forward and
-    training step, all timed in one interleaved run; speedup = best dense time / sparse time."""
-    from .. import io
-    from ..studies.bench import kernel_table
-
+    training step, all timed in one interleaved run; speedup = best dense time / sparse time. Then a
+    SparseMLP training step compiled (torch.compile, fullgraph) vs eager."""
     _check_clock(clock, threads)
-    res = kernel_table(n=n, batch=batch, densities=floats(densities, "densities") or [], group=group,
-                       group_densities=floats(group_densities, "group-densities") or [], threads=threads,
-                       repeats=repeats, clock=clock)
+    dens = parse_densities(densities, "densities") or []
+    gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
+    if n % group:
+        raise UserError(f"--group: {group} must divide --n {n} (grouped patterns share index lists by groups)")
+    output_file(json_out, "json")
+    from .. import io
+    from ..studies.bench import compile_step, kernel_table
+
+    res = kernel_table(n=n, batch=batch, densities=dens, group=group, group_densities=gdens or [],
+                       threads=threads, repeats=repeats, clock=clock,
+                       on_round=_steps(f"bench linear {n}x{n}:", "timing rounds done", quiet))
+    _notice_rounded(dens + (gdens or []), [r["density"] for r in res["rows"] if r["backend"] == "stock"])
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
     keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "torch_csr_fwd_ms", "fwd_gflops",
             "speedup_fwd", "speedup_train")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
+    if compile:
+        res["compile"] = compile_step(n=n, batch=batch, density=compile_density, threads=threads, repeats=repeats,
+                                      clock=clock)
+        _print_rows(res["compile"], f"SparseMLP ({n}, {n}, 10) training step: torch.compile(fullgraph) vs eager "
+                                    "(compiled_vs_eager = compiled / eager time)")
     if json_out:
         io.write_json(json_out, res)
 
@@ -67,17 +97,21 @@ def bench_challenge(
     batch: int = typer.Option(256, min=1),
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(2, min=1),
-    clock: str = typer.Option("wall"),
-    json_out: Optional[Path] = typer.Option(None, "--json"),
+    clock: str = typer.Option("wall", help="wall, or cpu (with --threads 1)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+    quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """Sparse DNN Graph Challenge inference Y <- min(max(YW + b, 0), 32) over RadiX-Net layers:
     edges/s against scipy.sparse CSR on the same generated inputs, results checked equal."""
-    from .. import io
-    from ..studies.bench import challenge
-
     _check_clock(clock, threads)
+    output_file(json_out, "json")
+    from .. import io
+    from ..studies.bench import challenge, check_challenge
+
+    check_challenge(neurons, connections)
     res = challenge(neurons=neurons, layers=layers, connections=connections, inputs=inputs, batch=batch,
-                    threads=threads, repeats=repeats, clock=clock)
+                    threads=threads, repeats=repeats, clock=clock,
+                    on_round=_steps("bench challenge:", "timing rounds done", quiet))
     _print_rows(res["rows"], f"challenge: {neurons} neurons, {layers} layers, {connections} connections")
     out.print(f"check: {res['check']}")
     if json_out:
@@ -87,16 +121,22 @@ def bench_challenge(
 @bench_app.command("batch")
 def bench_batch(
     n: int = typer.Option(4096, min=1),
-    density: float = typer.Option(0.1, min=0, max=1),
-    batches: str = typer.Option("1,16,64,256,1024"),
-    threads: str = typer.Option("1,2"),
-    clock: str = typer.Option("wall"),
+    density: float = typer.Option(0.1, help="density of the structured pattern, in (0, 1]"),
+    batches: str = typer.Option("1,16,64,256,1024", help="batch sizes, each >= 1"),
+    threads: str = typer.Option("1,2", help="thread counts, each >= 1"),
+    clock: str = typer.Option("wall", help="wall, or cpu (applies to the 1-thread points)"),
+    quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """Forward GFLOP/s of each backend and of torch.mm against batch size and thread count."""
+    number(density, "density", low=0, high=1, low_open=True)
+    choice(clock, "clock", ("wall", "cpu"))
+    batch_list, thread_list = ints(batches, "batches", min_value=1), ints(threads, "threads", min_value=1)
     from ..studies.bench import batch_sweep
 
-    rows = batch_sweep(n=n, density=density, batches=ints(batches, "batches"), threads=ints(threads, "threads"),
-                       clock=clock)
+    rows = batch_sweep(n=n, density=density, batches=batch_list, threads=thread_list, clock=clock,
+                       on_round=_steps("bench batch:", "points measured", quiet))
+    if rows:
+        _notice_rounded([density], [rows[0]["density"]])
     _print_rows(rows, f"batch sweep at {n}x{n}, density {100 * density:g}%")
 
 

@@ -17,63 +17,29 @@ and exit with status 2.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 from pathlib import Path
-from typing import Iterator, Literal, Optional
+from typing import Optional
 
 import typer
-from pydantic import Field, field_validator
-from rich.console import Console
 
-from .console import rich_table
-from ..config import resolve_recipe, ConfigError, _Strict, load_yaml, merge, parse
+from .console import err, out, pct as _pct, rich_table, typer_app
+from .parse import UserError, choice, input_path, ints, number, output_dir
+from ..config import load_yaml, merge, parse, resolve_recipe
 
 FPGA_NET, FPGA_FAN_OUT, FPGA_Z = "1024,64,32", "4,16", "128,32"
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
-
-
-class _UserError(ValueError):
-    """A bad flag (printed as one line, exit status 2)."""
-
-
-@contextlib.contextmanager
-def _user_errors() -> Iterator[None]:
-    """Known user errors -> ``error: <one line>`` on stderr and exit status 2."""
-    from ..data import DatasetUnavailable
-    from ..hardware import HardwareError
-    from ..topology import TopologyError
-
-    try:
-        yield
-    except (_UserError, ConfigError, HardwareError, TopologyError, DatasetUnavailable) as e:
-        typer.echo("error: " + " ".join(str(e).split()), err=True)
-        raise typer.Exit(2) from None
-
-
-def _ints(text: Optional[str], flag: str) -> Optional[list[int]]:
-    if text is None:
-        return None
-    try:
-        vals = [int(v) for v in text.replace(" ", "").split(",") if v]
-    except ValueError:
-        raise _UserError(f"--{flag}: expected comma-separated integers like 128,32, got {text!r}") from None
-    if not vals:
-        raise _UserError(f"--{flag}: expected at least one integer, got {text!r}")
-    return vals
 
 
 def _network(net: str, fan_out: str, z: str) -> tuple[list[int], list[int], list[int]]:
-    sizes, d, zs = _ints(net, "net"), _ints(fan_out, "fan-out"), _ints(z, "z")
+    sizes, d, zs = ints(net, "net", 1), ints(fan_out, "fan-out", 1), ints(z, "z", 1)
     assert sizes is not None and d is not None and zs is not None
     J = len(sizes) - 1
     if J < 1:
-        raise _UserError(f"--net: need at least two layers, got {sizes}")
+        raise UserError(f"--net: need at least two layers, got {sizes}")
     for flag, v in (("fan-out", d), ("z", zs)):
         if len(v) != J:
-            raise _UserError(f"--{flag}: N_net={sizes} has {J} junctions, got {len(v)} values {v}")
+            raise UserError(f"--{flag}: N_net={sizes} has {J} junctions, got {len(v)} values {v}")
     return sizes, d, zs
 
 
@@ -90,52 +56,7 @@ def _si(v: float, unit: str) -> str:
     return f"{v:.3g} {unit}".strip()
 
 
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.2f}%"
-
-
 # ------------------------------------------------------------------------------------------ fixed spec
-class HwFixedSpec(_Strict):
-    """``sparseforge hw fixed`` settings (YAML keys of the same names; flags override)."""
-
-    net: list[int] = Field(default=[1024, 64, 32], min_length=2)
-    fan_out: list[int] = Field(default=[4, 16], min_length=1)
-    z: list[int] = Field(default=[128, 32], min_length=1)
-    interleaver: Literal[1, 2, 3] = 1
-    dither: bool = False
-    seed: int = 0
-    dataset: str = "mnist"
-    data_root: Optional[str] = None
-    limit: Optional[int] = Field(default=10000, ge=1, description="training samples (None: all)")
-    test_limit: Optional[int] = Field(default=None, ge=1, description="test samples (None: all)")
-    epochs: int = Field(default=3, ge=1)
-    batch_size: int = Field(default=1, ge=1, description="1 = online updates, as the hardware")
-    lr_shift: int = Field(default=3, ge=0, le=30, description="learning rate 2**-lr_shift")
-    word_bits: list[int] = Field(default=[8, 10, 12, 16], description="fixed-point word lengths to train")
-    int_bits: list[int] = Field(default=[2, 3], min_length=1, description="integer bits (sign excluded) to sweep")
-    input_bits: int = Field(default=8, ge=1, le=16)
-    rounding: Literal["nearest", "stochastic"] = "nearest"
-    hidden: Literal["sigmoid", "relu"] = "sigmoid"
-    float_baseline: bool = True
-
-    @field_validator("word_bits", "int_bits")
-    @classmethod
-    def _distinct(cls, v: list[int]) -> list[int]:
-        if len(set(v)) != len(v):
-            raise ValueError(f"values must be distinct, got {v}")
-        if any(b < 0 for b in v):
-            raise ValueError(f"bit counts must be >= 0, got {v}")
-        return v
-
-    def to_config(self):
-        from ..studies.fixed_point import FixedStudyConfig
-
-        d = self.model_dump()
-        for k in ("net", "fan_out", "z", "word_bits", "int_bits"):
-            d[k] = tuple(d[k])
-        return FixedStudyConfig(**d)
-
-
 def resolve_config(path: Path) -> Path:
     """``path`` itself, or the packaged recipe of that name."""
     return resolve_recipe(path, "hw_")
@@ -144,7 +65,7 @@ def resolve_config(path: Path) -> Path:
 # ---------------------------------------------------------------------------------------------- commands
 def register(app: typer.Typer) -> None:
     """Add the ``hw`` command group to ``app``."""
-    hw = typer.Typer(no_args_is_help=True, help="Hardware model: pipeline plan, clashes, export, design sweep, fixed point.")
+    hw = typer_app(help="Hardware model: pipeline plan, clashes, export, design sweep, fixed point.")
     app.add_typer(hw, name="hw")
 
     @hw.command("plan")
@@ -163,13 +84,12 @@ def register(app: typer.Typer) -> None:
         from ..hardware import estimate_resources, plan_pipeline
         from ..studies.fixed_point import plan_rows
 
-        with _user_errors():
-            sizes, d, zs = _network(net, fan_out, z)
-            if mode not in ("train", "infer"):
-                raise _UserError(f"--mode: must be train or infer, got {mode!r}")
-            clock = _clock(fill_clocks, proc_time)
-            rep = plan_pipeline(sizes, d, zs, mode=mode, clock=clock, require_balanced=require_balanced)  # type: ignore[arg-type]
-            res = estimate_resources(sizes, d, zs, mode=mode, clock=clock)  # type: ignore[arg-type]
+        sizes, d, zs = _network(net, fan_out, z)
+        choice(mode, "mode", ("train", "infer"))
+        number(clock_mhz, "clock-mhz", low=0, low_open=True)
+        clock = _clock(fill_clocks, proc_time)
+        rep = plan_pipeline(sizes, d, zs, mode=mode, clock=clock, require_balanced=require_balanced)  # type: ignore[arg-type]
+        res = estimate_resources(sizes, d, zs, mode=mode, clock=clock)  # type: ignore[arg-type]
         rows = plan_rows(rep, clock_mhz * 1e6)
         s = rows["summary"]
         s.update(memory_bits=res.memory_bits, memory_blocks=res.blocks)
@@ -207,8 +127,8 @@ def register(app: typer.Typer) -> None:
         net: str = typer.Option(FPGA_NET, help="layer sizes"),
         fan_out: str = typer.Option(FPGA_FAN_OUT, help="out-degree per junction"),
         z: str = typer.Option(FPGA_Z, help="degree of parallelism per junction"),
-        seed: int = typer.Option(0),
-        interleaver: int = typer.Option(1, help="clash_free only: interleaver 1, 2 or 3"),
+        seed: int = typer.Option(0, min=0),
+        interleaver: int = typer.Option(1, min=1, max=3, help="clash_free only: interleaver 1, 2 or 3"),
         dither: bool = typer.Option(False, help="clash_free only: random lane-to-bank permutation per cycle"),
         fill_clocks: int = typer.Option(2, min=0),
         proc_time: int = typer.Option(2, min=0),
@@ -221,16 +141,15 @@ def register(app: typer.Typer) -> None:
         from ..topology.clash_free import design_clash_free
         from ..studies.fixed_point import clash_rows
 
-        with _user_errors():
-            sizes, d, zs = _network(net, fan_out, z)
-            if family == "clash_free":
-                topo = design_clash_free(sizes, fan_out=d, z=zs, interleaver=interleaver, dither=dither, seed=seed)  # type: ignore[arg-type]
-            else:
-                topo = design(sizes, fan_out=d, family=family, seed=seed)
-            rows = clash_rows(topo, zs)
-            clock = _clock(fill_clocks, proc_time)
-            rep = pipeline_from_patterns(topo, zs, clock=clock)
-            ideal = plan_pipeline(sizes, d, zs, clock=clock).block_clocks
+        sizes, d, zs = _network(net, fan_out, z)
+        if family == "clash_free":
+            topo = design_clash_free(sizes, fan_out=d, z=zs, interleaver=interleaver, dither=dither, seed=seed)  # type: ignore[arg-type]
+        else:
+            topo = design(sizes, fan_out=d, family=family, seed=seed)
+        rows = clash_rows(topo, zs)
+        clock = _clock(fill_clocks, proc_time)
+        rep = pipeline_from_patterns(topo, zs, clock=clock)
+        ideal = plan_pipeline(sizes, d, zs, clock=clock).block_clocks
         total = dict(clashes=sum(r["clashes"] for r in rows), stall_cycles=sum(r["stall_cycles"] for r in rows),
                      block_clocks=rep.block_clocks, clash_free_block_clocks=ideal)
         listed = []
@@ -261,11 +180,11 @@ def register(app: typer.Typer) -> None:
         net: Optional[str] = typer.Option(None, help=f"layer sizes [default: {FPGA_NET}]"),
         fan_out: Optional[str] = typer.Option(None, help=f"out-degree per junction [default: {FPGA_FAN_OUT}]"),
         z: Optional[str] = typer.Option(None, help=f"degree of parallelism per junction [default: {FPGA_Z}]"),
-        seed: int = typer.Option(0, help="seed of the pattern and the initial weights"),
-        interleaver: int = typer.Option(1, help="interleaver 1, 2 or 3"),
+        seed: int = typer.Option(0, min=0, help="seed of the pattern and the initial weights"),
+        interleaver: int = typer.Option(1, min=1, max=3, help="interleaver 1, 2 or 3"),
         dither: bool = typer.Option(False),
-        word_bits: int = typer.Option(10, help="weight word length (bits)"),
-        int_bits: int = typer.Option(2, help="weight integer bits (sign excluded)"),
+        word_bits: int = typer.Option(10, min=2, max=32, help="weight word length (bits)"),
+        int_bits: int = typer.Option(2, min=0, help="weight integer bits (sign excluded)"),
         fill_clocks: int = typer.Option(2, min=0),
         proc_time: int = typer.Option(2, min=0),
     ) -> None:
@@ -274,20 +193,21 @@ def register(app: typer.Typer) -> None:
         from ..topology.clash_free import design_clash_free
         from ..studies.fixed_point import load_trained_fixed
 
-        with _user_errors():
-            clock = _clock(fill_clocks, proc_time)
-            if from_run is not None:
-                if any(v is not None for v in (net, fan_out, z)):
-                    raise _UserError("--from-run takes the network from the run; drop --net, --fan-out and --z")
-                fx, cfg, zs = load_trained_fixed(from_run)
-                extra = dict(source=str(from_run), study={k: v for k, v in dataclasses.asdict(cfg).items()})
-            else:
-                sizes, d, zs = _network(net or FPGA_NET, fan_out or FPGA_FAN_OUT, z or FPGA_Z)
-                w = FixedPoint(word_bits, int_bits)
-                topo = design_clash_free(sizes, fan_out=d, z=zs, interleaver=interleaver, dither=dither, seed=seed)  # type: ignore[arg-type]
-                fx = init_fixed_mlp(topo, FixedFormats(weight=w, act=w, preact=w, delta=w), seed=seed)
-                extra = dict(seed=seed, interleaver=interleaver, dither=dither, weights="initial (init_fixed_mlp)")
-            path = export_network(out_dir, fx, list(zs), clock=clock, extra=extra)
+        output_dir(out_dir, "out-dir")
+        input_path(from_run, "from-run")
+        clock = _clock(fill_clocks, proc_time)
+        if from_run is not None:
+            if any(v is not None for v in (net, fan_out, z)):
+                raise UserError("--from-run takes the network from the run; drop --net, --fan-out and --z")
+            fx, cfg, zs = load_trained_fixed(from_run)
+            extra = dict(source=str(from_run), study=cfg.model_dump(mode="json"))
+        else:
+            sizes, d, zs = _network(net or FPGA_NET, fan_out or FPGA_FAN_OUT, z or FPGA_Z)
+            w = FixedPoint(word_bits, int_bits)
+            topo = design_clash_free(sizes, fan_out=d, z=zs, interleaver=interleaver, dither=dither, seed=seed)  # type: ignore[arg-type]
+            fx = init_fixed_mlp(topo, FixedFormats(weight=w, act=w, preact=w, delta=w), seed=seed)
+            extra = dict(seed=seed, interleaver=interleaver, dither=dither, weights="initial (init_fixed_mlp)")
+        path = export_network(out_dir, fx, list(zs), clock=clock, extra=extra)
         summary = json.loads(path.read_text())
         rows = [dict(j=j["junction"], layers=f"{j['n_in']}->{j['n_out']}", z=j["z"], cycles=j["cycles"],
                      weights=f"{j['weight_memories']}x{j['weight_depth']}",
@@ -320,18 +240,20 @@ def register(app: typer.Typer) -> None:
         from ..hardware import WordLengths, plot_z_sweep, sweep_z
         from ..studies.fixed_point import sweep_rows
 
-        with _user_errors():
-            sizes, d = _ints(net, "net"), _ints(fan_out, "fan-out")
-            if mode not in ("train", "infer"):
-                raise _UserError(f"--mode: must be train or infer, got {mode!r}")
-            if interleaver not in ("full", "1", "2", "3"):
-                raise _UserError(f"--interleaver: must be full, 1, 2 or 3, got {interleaver!r}")
-            il = None if interleaver == "full" else int(interleaver)
-            points = sweep_z(sizes, d, words=WordLengths(word_bits, word_bits, word_bits), mode=mode,  # type: ignore[arg-type]
-                             clock=_clock(fill_clocks, proc_time), balanced_only=not all_z, interleaver=il, dither=dither)
-            if not points:
-                raise _UserError(f"no valid z configuration for --net {net} --fan-out {fan_out}"
-                                 + ("" if all_z else " with a balanced pipeline; try --all"))
+        output_dir(out_dir, "out-dir")
+        sizes, d = ints(net, "net", 1), ints(fan_out, "fan-out", 1)
+        if len(sizes) < 2 or len(d) != len(sizes) - 1:
+            raise UserError(f"--net {net} --fan-out {fan_out}: need at least two layer sizes and one out-degree per "
+                            f"junction ({max(len(sizes) - 1, 1)})")
+        choice(mode, "mode", ("train", "infer"))
+        choice(interleaver, "interleaver", ("full", "1", "2", "3"))
+        number(clock_mhz, "clock-mhz", low=0, low_open=True)
+        il = None if interleaver == "full" else int(interleaver)
+        points = sweep_z(sizes, d, words=WordLengths(word_bits, word_bits, word_bits), mode=mode,  # type: ignore[arg-type]
+                         clock=_clock(fill_clocks, proc_time), balanced_only=not all_z, interleaver=il, dither=dither)
+        if not points:
+            raise UserError(f"no valid z configuration for --net {net} --fan-out {fan_out}"
+                             + ("" if all_z else " with a balanced pipeline; try --all"))
         rows = sweep_rows(points, clock_mhz * 1e6)
         csv = io.write_csv(out_dir / "z_sweep.csv", rows)
         png = plot_z_sweep(points, out_dir / "z_sweep.png",
@@ -365,38 +287,38 @@ def register(app: typer.Typer) -> None:
         rounding: Optional[str] = typer.Option(None, help="nearest or stochastic [default: nearest]"),
         hidden: Optional[str] = typer.Option(None, help="sigmoid or relu [default: sigmoid]"),
         no_float: bool = typer.Option(False, "--no-float", help="skip the float64 baseline"),
-        seed: Optional[int] = typer.Option(None, help="pattern, initial weights and sample order [default: 0]"),
+        seed: Optional[int] = typer.Option(None, min=0, help="pattern, initial weights and sample order [default: 0]"),
         run_dir: Path = typer.Option(Path("runs/hw_fixed"), help="run directory (resumes a study of the same settings)"),
         overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Train the same clash-free sparse MLP in float64 and in bit-accurate fixed point; accuracy per epoch."""
-        from ..studies.fixed_point import run_fixed_study, validate_study
+        from ..studies.fixed_point import FixedStudyConfig, run_fixed_study, validate_study
 
-        with _user_errors():
-            base = load_yaml(resolve_config(config), HwFixedSpec).model_dump(mode="json") if config else {}
-            flags = {
-                "net": _ints(net, "net"), "fan_out": _ints(fan_out, "fan-out"), "z": _ints(z, "z"),
-                "dataset": dataset, "data_root": str(data_root) if data_root else None, "limit": limit,
-                "test_limit": test_limit, "epochs": epochs, "batch_size": batch_size, "lr_shift": lr_shift,
-                "word_bits": _ints(word_bits, "word-bits"), "int_bits": _ints(int_bits, "int-bits"), "input_bits": input_bits,
-                "rounding": rounding, "hidden": hidden, "seed": seed,
-                "float_baseline": False if no_float else None,
-            }
-            spec = parse(HwFixedSpec, merge(base, {k: v for k, v in flags.items() if v is not None}))
-            cfg = spec.to_config()
-            validate_study(cfg)
+        output_dir(run_dir, "run-dir")
+        base = load_yaml(resolve_config(config), FixedStudyConfig).model_dump(mode="json") if config else {}
+        flags = {
+            "net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "z": ints(z, "z"),
+            "dataset": dataset, "data_root": str(data_root) if data_root else None, "limit": limit,
+            "test_limit": test_limit, "epochs": epochs, "batch_size": batch_size, "lr_shift": lr_shift,
+            "word_bits": ints(word_bits, "word-bits"), "int_bits": ints(int_bits, "int-bits"), "input_bits": input_bits,
+            "rounding": rounding, "hidden": hidden, "seed": seed,
+            "float_baseline": False if no_float else None,
+        }
+        spec = parse(FixedStudyConfig, merge(base, {k: v for k, v in flags.items() if v is not None}))
+        cfg = spec
+        validate_study(cfg)
 
-            def notify(label: str, row: dict) -> None:
-                if not quiet:
-                    err.print(f"{label:>10} epoch {row['epoch']}: test acc {100 * row['test_acc']:.2f}%, loss "
-                              f"{row['train_loss']:.4f}, weights changed {_pct(row['weights_changed'])}, "
-                              f"saturated {row['saturated']:,} ({row['epoch_time_s']:.1f} s)")
-
+        def notify(label: str, row: dict) -> None:
             if not quiet:
-                err.print(f"hw fixed: N={cfg.net}, word lengths {list(cfg.word_bits)} x integer bits {list(cfg.int_bits)}"
-                          f"{' + float' if cfg.float_baseline else ''}, {cfg.epochs} epochs -> {run_dir}")
-            result = run_fixed_study(cfg, run_dir, notify=notify, overwrite=overwrite)
+                err.print(f"{label:>10} epoch {row['epoch']}: test acc {100 * row['test_acc']:.2f}%, loss "
+                          f"{row['train_loss']:.4f}, weights changed {_pct(row['weights_changed'])}, "
+                          f"saturated {row['saturated']:,} ({row['epoch_time_s']:.1f} s)")
+
+        if not quiet:
+            err.print(f"hw fixed: N={cfg.net}, word lengths {list(cfg.word_bits)} x integer bits {list(cfg.int_bits)}"
+                      f"{' + float' if cfg.float_baseline else ''}, {cfg.epochs} epochs -> {run_dir}")
+        result = run_fixed_study(cfg, run_dir, notify=notify, overwrite=overwrite)
         rows = result["summary"]
         show = [dict(run=r["label"], word_bits=r["word_bits"] or "float64", int_bits=r["int_bits"], frac_bits=r["frac_bits"],
                      test_acc=r["test_acc"], vs_float=r["vs_float"] if r["label"] != "float" else None,

@@ -1,164 +1,26 @@
 """``sparseforge prune``: the pruning study from flags or a YAML config (see ``recipes/prune_*.yaml``).
 
-Hook-up: ``cli.py`` calls :func:`register` on its Typer app. The config is validated once here by
-:class:`PruneSpec` (unknown keys refused; errors name the field, the value and what is allowed) and
-turned into the plain :class:`~sparseforge.studies.prune.PruneStudyConfig` the recipes trust.
+Hook-up: ``cli/main.py`` calls :func:`register` on its Typer app. Flags and the YAML file are merged and
+validated once as :class:`~sparseforge.studies.prune.PruneSpec` (unknown keys refused; errors name the
+field, the value and what is allowed), which the study runs on as it is.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Optional
 
 import typer
-from pydantic import Field, field_validator, model_validator
-from rich.console import Console
 from rich.table import Table
 
-from ..config import resolve_recipe, ConfigError, drop_none, DataSpec, _Strict, load_yaml, merge, parse
-
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
-
-def _check_fractions(values: list[float], what: str) -> list[float]:
-    for v in values:
-        if not 0.0 < v < 1.0:
-            raise ValueError(f"each {what} must be a fraction in (0, 1) (e.g. 0.9 for 90%), got {v}")
-    return values
-
-
-class ScheduleSpec(_Strict):
-    """Shape of the iterative schedule; its final sparsity is each target of the sweep."""
-
-    kind: Literal["cubic", "linear", "constant", "piecewise"] = "cubic"
-    initial: float = Field(default=0.0, ge=0, lt=1, description="sparsity when pruning starts")
-    start_epoch: float = Field(default=0.0, ge=0)
-    end_epoch: Optional[float] = Field(default=None, gt=0, description="None: 2/3 of the fine-tuning epochs")
-    every: Optional[int] = Field(default=None, ge=1, description="prune every this many steps (None: ~30 prunings)")
-    points: list[tuple[float, float]] = Field(default_factory=list,
-                                              description="piecewise: [epoch, fraction of the target] pairs")
-
-    @model_validator(mode="after")
-    def _shape(self) -> ScheduleSpec:
-        if self.end_epoch is not None and self.end_epoch < self.start_epoch:
-            raise ValueError(f"end_epoch={self.end_epoch} must be >= start_epoch={self.start_epoch}")
-        if self.kind == "piecewise":
-            if not self.points:
-                raise ValueError("kind piecewise needs points: [[epoch, fraction of target], ...]")
-            for (e0, f0), (e1, f1) in zip(self.points[:-1], self.points[1:]):
-                if e1 <= e0 or f1 < f0:
-                    raise ValueError(f"points ({e0}, {f0}) -> ({e1}, {f1}): epochs must increase and "
-                                     "fractions must not decrease (a sparsity schedule is monotone)")
-            for e, f in self.points:
-                if e < 0 or not 0 <= f <= 1:
-                    raise ValueError(f"point ({e}, {f}): epoch must be >= 0 and fraction in [0, 1]")
-        return self
-
-
-class PretrainSpec(_Strict):
-    epochs: int = Field(default=8, ge=1)
-    batch_size: int = Field(default=128, ge=1)
-    lr: float = Field(default=1e-3, gt=0)
-
-
-class PruneSection(_Strict):
-    sparsities: list[float] = Field(default=[0.5, 0.75, 0.9, 0.95, 0.99], min_length=1)
-    methods: list[Literal["one-shot", "iterative"]] = Field(default=["one-shot", "iterative"], min_length=1)
-    scope: Literal["layer", "global"] = "layer"
-    finetune_epochs: int = Field(default=6, ge=1)
-    finetune_lr: float = Field(default=1e-3, gt=0)
-    schedule: ScheduleSpec = ScheduleSpec()
-    curve_points: int = Field(default=4, ge=0, description="accuracy samples per epoch in iterative runs")
-
-    @field_validator("sparsities")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        return _check_fractions(v, "sparsity")
-
-
-class RetrainSection(_Strict):
-    sparsities: list[float] = Field(default=[0.9, 0.95, 0.99])
-    seeds: list[int] = Field(default=[1, 2, 3], min_length=1)
-    epochs: Optional[int] = Field(default=None, ge=1, description="None: the pre-training epochs")
-    from_method: Literal["one-shot", "iterative"] = "iterative"
-    random_control: bool = True
-
-    @field_validator("sparsities")
-    @classmethod
-    def _fractions(cls, v: list[float]) -> list[float]:
-        return _check_fractions(v, "sparsity")
-
-
-class BenchSection(_Strict):
-    batches: list[int] = Field(default=[1, 64, 256], min_length=1)
-    repeats: int = Field(default=30, ge=1)
-    threads: int = Field(default=1, ge=1)
-
-    @field_validator("batches")
-    @classmethod
-    def _positive(cls, v: list[int]) -> list[int]:
-        if any(b < 1 for b in v):
-            raise ValueError(f"batch sizes must be >= 1, got {v}")
-        return v
-
-
-class PruneSpec(_Strict):
-    """Everything ``sparseforge prune`` needs (YAML sections of the same names)."""
-
-    model: Literal["lenet300", "lenet5"] = "lenet300"
-    data: DataSpec = DataSpec()
-    pretrain: PretrainSpec = PretrainSpec()
-    prune: PruneSection = PruneSection()
-    retrain: RetrainSection = RetrainSection()
-    bench: BenchSection = BenchSection()
-    parts: list[Literal["sweep", "retrain", "bench"]] = Field(default=["sweep", "retrain", "bench"], min_length=1)
-    seed: int = 0
-    threads: Optional[int] = Field(default=1, ge=1, description="torch intra-op threads for training")
-
-    def to_config(self):
-        """The plain dataclass the experiment recipes take."""
-        from ..studies.prune import PruneStudyConfig, ScheduleShape
-
-        sch = self.prune.schedule
-        return PruneStudyConfig(
-            model=self.model, dataset=self.data.name, data_root=str(self.data.root) if self.data.root else None,
-            limit=self.data.limit, data_seed=self.data.seed, val_size=self.data.val_size,
-            epochs=self.pretrain.epochs, batch_size=self.pretrain.batch_size, lr=self.pretrain.lr,
-            finetune_epochs=self.prune.finetune_epochs, finetune_lr=self.prune.finetune_lr,
-            sparsities=tuple(self.prune.sparsities), methods=tuple(self.prune.methods), scope=self.prune.scope,
-            schedule=ScheduleShape(kind=sch.kind, initial=sch.initial, start_epoch=sch.start_epoch,
-                                   end_epoch=sch.end_epoch, every=sch.every, points=tuple(map(tuple, sch.points))),
-            curve_points=self.prune.curve_points, retrain_sparsities=tuple(self.retrain.sparsities),
-            retrain_seeds=tuple(self.retrain.seeds), retrain_epochs=self.retrain.epochs,
-            retrain_from=self.retrain.from_method, random_control=self.retrain.random_control,
-            bench_batches=tuple(self.bench.batches), bench_repeats=self.bench.repeats,
-            bench_threads=self.bench.threads, seed=self.seed, parts=tuple(self.parts),
-        )
-
+from .console import err, out, pct as _pct
+from .parse import UserError, floats, ints, output_dir
+from ..config import drop_none, load_yaml, merge, parse, resolve_recipe
+from ..studies.prune import PruneSpec
 
 # ---------------------------------------------------------------------------------------------- flags
 def _split(text: Optional[str]) -> Optional[list[str]]:
     return None if text is None else [v for v in text.replace(" ", "").split(",") if v]
-
-
-def _fractions(text: Optional[str], flag: str) -> Optional[list[float]]:
-    vals = _split(text)
-    if vals is None:
-        return None
-    try:
-        return [float(v.rstrip("%")) / (100 if v.endswith("%") else 1) for v in vals]
-    except ValueError:
-        raise ConfigError(f"--{flag}: expected comma-separated fractions like 0.5,0.9 or 50%,90%, got {text!r}") from None
-
-
-def _ints(text: Optional[str], flag: str) -> Optional[list[int]]:
-    vals = _split(text)
-    if vals is None:
-        return None
-    try:
-        return [int(v) for v in vals]
-    except ValueError:
-        raise ConfigError(f"--{flag}: expected comma-separated integers like 1,2,3, got {text!r}") from None
 
 
 def resolve_config(path: Path) -> Path:
@@ -166,10 +28,6 @@ def resolve_config(path: Path) -> Path:
     return resolve_recipe(path, "prune_")
 
 
-
-
-def _pct(v) -> str:
-    return "" if v is None else f"{100 * v:.2f}%"
 
 
 def _show(result: dict[str, list[dict]]) -> None:
@@ -236,41 +94,37 @@ def register(app: typer.Typer) -> None:
         bench_batches: Optional[str] = typer.Option(None, help="batch sizes of the speed benchmark, e.g. 1,64,256"),
         bench_repeats: Optional[int] = typer.Option(None, help="timed runs per measurement (the minimum is kept)"),
         parts: Optional[str] = typer.Option(None, help="which of sweep,retrain,bench to run"),
-        seed: Optional[int] = typer.Option(None, help="seed of the dense model and shuffling"),
+        seed: Optional[int] = typer.Option(None, min=0, help="seed of the dense model and shuffling"),
         threads: Optional[int] = typer.Option(None, help="torch threads for training"),
         run_dir: Path = typer.Option(Path("runs/prune"), help="run directory (resumes a study of the same settings)"),
         overwrite: bool = typer.Option(False, help="clear --run-dir (a study of other settings) and start again"),
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Pruning study (seed 004): one-shot vs iterative, retraining the pruned structure, sparse speed."""
-        try:
-            base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
-            flags = drop_none({
-                "model": model, "seed": seed, "threads": threads,
-                "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit},
-                "pretrain": {"epochs": epochs},
-                "prune": {"finetune_epochs": finetune_epochs, "sparsities": _fractions(sparsities, "sparsities"),
-                          "methods": _split(methods), "scope": scope,
-                          "schedule": {"kind": schedule} if schedule else None},
-                "retrain": {"sparsities": _fractions(retrain_sparsities, "retrain-sparsities"),
-                            "seeds": _ints(retrain_seeds, "retrain-seeds"), "epochs": retrain_epochs},
-                "bench": {"batches": _ints(bench_batches, "bench-batches"), "repeats": bench_repeats},
-                "parts": _split(parts),
-            })
-            spec = parse(PruneSpec, merge(base, flags))
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        output_dir(run_dir, "run-dir")
+        base = load_yaml(resolve_config(config), PruneSpec).model_dump(mode="json") if config else {}
+        flags = drop_none({
+            "model": model, "seed": seed, "threads": threads,
+            "data": {"name": dataset, "root": str(data_root) if data_root else None, "limit": limit},
+            "pretrain": {"epochs": epochs},
+            "prune": {"finetune_epochs": finetune_epochs, "sparsities": floats(sparsities, "sparsities"),
+                      "methods": _split(methods), "scope": scope,
+                      "schedule": {"kind": schedule} if schedule else None},
+            "retrain": {"sparsities": floats(retrain_sparsities, "retrain-sparsities"),
+                        "seeds": ints(retrain_seeds, "retrain-seeds"), "epochs": retrain_epochs},
+            "bench": {"batches": ints(bench_batches, "bench-batches"), "repeats": bench_repeats},
+            "parts": _split(parts),
+        })
+        spec = parse(PruneSpec, merge(base, flags))
 
         import torch
 
-        from ..data import DatasetUnavailable
         from ..runs.progress import Progress
         from ..studies.prune import build_model, run_study
 
         if spec.threads:
             torch.set_num_threads(spec.threads)
-        cfg = spec.to_config()
+        cfg = spec
 
         def notify(label: str, row: dict) -> None:
             if quiet:
@@ -280,13 +134,12 @@ def register(app: typer.Typer) -> None:
                 f"fwd speedup {row['speedup_fwd']:.2f}x, train {row['speedup_train']:.2f}x" if "speedup_fwd" in row else "")
             err.print(f"[green]done[/green] {label}: {extra}")
 
-        err.print(f"prune: {cfg.model} on {cfg.dataset}, parts {', '.join(cfg.parts)} -> {run_dir}")
+        err.print(f"prune: {cfg.model} on {cfg.data.name}, parts {', '.join(cfg.parts)} -> {run_dir}")
+        data = cfg.load_data()
         try:
-            data = cfg.load_data()
             build_model(cfg.model, data)  # does the model fit the data? (a user error if not)
-        except (ValueError, DatasetUnavailable) as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        except ValueError as e:
+            raise UserError(f"--model {cfg.model} does not fit --dataset {cfg.data.name}: {e}") from None
         result = run_study(cfg, run_dir, data=data, notify=notify, overwrite=overwrite,
                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         _show(result)

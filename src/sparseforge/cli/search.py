@@ -16,16 +16,35 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
+from .console import err, out, typer_app
+from .parse import UserError, ints, output_dir, output_file
 
 
-def _fail(e: Exception) -> None:
-    err.print(f"[red]error:[/red] {e}")
-    raise typer.Exit(2)
+def _journal(storage: Optional[str], flag: str = "storage", must_exist: bool = False) -> Optional[str]:
+    """``storage`` when it is a database URL, or a journal file path that is usable: not a directory, a text
+    file when it exists (``must_exist``: it must, as a worker joins a created search)."""
+    if storage is None or ("://" in storage and not storage.startswith("journal:")):
+        return storage
+    path = Path(storage[len("journal:"):] if storage.startswith("journal:") else storage)
+    if path.is_dir():
+        raise UserError(f"--{flag}: {str(path)!r} is a directory; give a journal file path or a database URL")
+    if path.exists():
+        with open(path, "rb") as f:
+            head = f.read(4096)
+        try:
+            head.decode("utf-8")
+        except UnicodeDecodeError:
+            head = b"\0"
+        if b"\0" in head:
+            raise UserError(f"--{flag}: {str(path)!r} is not a search journal (binary content)")
+    elif must_exist:
+        raise UserError(f"--{flag}: journal file {str(path)!r} does not exist; create the search first "
+                        "(sparseforge search create) or give its database URL")
+    else:
+        output_file(path, flag)
+    return storage
 
 
 def _trial_printer(quiet: bool, prefix: str = ""):
@@ -55,7 +74,7 @@ def _summary_table(sm: dict) -> Table:
 
 def register(app: typer.Typer) -> None:
     """Add the ``search`` command group to ``app``."""
-    search_app = typer.Typer(no_args_is_help=True, help="Bayesian-optimisation model search (GP + EI over staged spaces).")
+    search_app = typer_app(help="Bayesian-optimisation model search (GP + EI over staged spaces).")
     app.add_typer(search_app, name="search")
 
     @search_app.command("run")
@@ -66,7 +85,7 @@ def register(app: typer.Typer) -> None:
                                               "directory's journal file"),
         study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
         sampler: Optional[str] = typer.Option(None, help="gp, tpe, random or optuna-gp (overrides the spec)"),
-        seed: Optional[int] = typer.Option(None, help="sampler seed (overrides the spec)"),
+        seed: Optional[int] = typer.Option(None, min=0, help="sampler seed (overrides the spec)"),
         workers: int = typer.Option(1, min=1, help="worker processes on this machine"),
         limit: Optional[int] = typer.Option(None, help="samples per split (overrides data.limit)"),
         epochs: Optional[int] = typer.Option(None, help="epochs per trial (overrides train.epochs)"),
@@ -75,10 +94,9 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="no line per trial"),
     ) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
-        from ..config import ConfigError
-        from ..search import SearchError
         from ..studies.search import load_spec, run_search
 
+        output_dir(run_dir, "run-dir")
         over: dict = {}
         if sampler is not None or seed is not None:
             over["sampler"] = {k: v for k, v in (("name", sampler), ("seed", seed)) if v is not None}
@@ -88,12 +106,8 @@ def register(app: typer.Typer) -> None:
             over["train"] = {"epochs": epochs}
         if w_c is not None:
             over["objective"] = {"w_c": w_c}
-        try:
-            spec = load_spec(config, over)
-            sm = run_search(spec, run_dir, storage=storage, study=study, workers=workers,
-                            on_trial=_trial_printer(quiet))
-        except (ConfigError, SearchError) as e:
-            _fail(e)
+        spec = load_spec(config, over)
+        sm = run_search(spec, run_dir, storage=_journal(storage), study=study, workers=workers, on_trial=_trial_printer(quiet))
         out.print(_summary_table(sm))
         b = sm["best"]
         if b:
@@ -108,18 +122,14 @@ def register(app: typer.Typer) -> None:
         storage: str = typer.Option(..., help="database URL or journal file path"),
         study: Optional[str] = typer.Option(None, help="study name (default: the spec's name)"),
         sampler: Optional[str] = typer.Option(None),
-        seed: Optional[int] = typer.Option(None),
+        seed: Optional[int] = typer.Option(None, min=0),
     ) -> None:
         """Create a search once, for workers to load (``search worker``)."""
-        from ..config import ConfigError
-        from ..search import SearchError, create_search
+        from ..search import create_search
         from ..studies.search import load_spec, with_sampler
 
-        try:
-            spec = with_sampler(load_spec(config), sampler, seed)
-            s = create_search(spec, storage, study)
-        except (ConfigError, SearchError) as e:
-            _fail(e)
+        spec = with_sampler(load_spec(config), sampler, seed)
+        s = create_search(spec, _journal(storage), study)
         out.print(f"search {s.name!r} ready in {storage}: {spec.n_stages} stages, budgets "
                   f"{[st.trials for st in spec.stages]}")
 
@@ -132,12 +142,10 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False),
     ) -> None:
         """Work on a created search until it is done (start one per core / machine)."""
-        from ..search import SearchError, load_search, run_worker
+        from ..search import load_search, run_worker
 
-        try:
-            s = load_search(storage, study)
-        except SearchError as e:
-            _fail(e)
+        output_dir(run_dir, "run-dir")
+        s = load_search(_journal(storage, must_exist=True), study)
         rep = run_worker(s, run_dir=run_dir, worker_rank=rank, on_trial=_trial_printer(quiet))
         out.print(f"worker done: {len(rep.trials)} trials, {len(rep.recovered)} crashed trials recovered")
 
@@ -148,23 +156,22 @@ def register(app: typer.Typer) -> None:
         study: Optional[str] = typer.Option(None, help="study name (default: from search.json in the run directory)"),
     ) -> None:
         """Write trials.csv, summary.json, pareto.png and report.md of a search."""
-        from ..search import SearchError, default_storage, load_search
+        from ..search import default_storage, load_search
         from ..studies.search import registered_studies, write_report
 
-        saved = registered_studies(run_dir)
+        meta = run_dir / "search.json"
+        try:
+            saved = registered_studies(run_dir)
+        except (OSError, ValueError) as e:
+            raise UserError(f"{meta}: cannot be read as JSON ({e}); give --study (and --storage)") from None
         name = study
         if name is None:
             if len(saved) != 1:
-                _fail(FileNotFoundError(
-                    f"{run_dir}: " + (f"holds the searches {', '.join(sorted(saved))}; pick one with --study"
-                                      if saved else "no search.json there: give --study (and --storage for a "
-                                      "database)")))
+                raise UserError(f"{run_dir}: holds the searches {', '.join(sorted(saved))}; pick one with --study"
+                                if saved else f"{meta} not found: give --study (and --storage for a database)")
             name = next(iter(saved))
-        try:
-            s = load_search(storage or saved.get(name, {}).get("storage") or default_storage(run_dir), name,
-                            wait_s=0)
-        except SearchError as e:
-            _fail(e)
+        s = load_search(_journal(storage or saved.get(name, {}).get("storage")) or default_storage(run_dir), name,
+                        wait_s=0)
         sm = write_report(s, run_dir)
         out.print(_summary_table(sm))
         out.print(f"wrote {sm['report_dir']}/trials.csv, summary.json, pareto.png, report.md")
@@ -184,35 +191,30 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Every sampler and seed at equal budgets: mean ± std of the best f (compare.md, compare.csv) and
         the anytime curve (anytime.csv, compare.png)."""
-        from ..config import ConfigError
-        from ..search import SAMPLERS, SearchError
+        from ..search import SAMPLERS
         from ..studies.search import SAMPLER_ALIASES, compare, load_spec
 
+        output_dir(run_dir, "run-dir")
         names = [s for s in samplers.replace(" ", "").split(",") if s]
         allowed = (*SAMPLER_ALIASES, *SAMPLERS)
         bad = [s for s in names if s not in allowed]
         if bad or not names or len(set(names)) != len(names):
-            _fail(ValueError(f"--samplers: got {samplers!r}; give distinct names from {', '.join(allowed)}"))
-        try:
-            parts = [int(s) for s in seeds.split(",") if s.strip()]
-        except ValueError:
-            parts = []
-        if not parts or (len(parts) == 1 and parts[0] < 1) or len(set(parts)) != len(parts):
-            _fail(ValueError(f"--seeds: got {seeds!r}; give a number N >= 1 (seeds 0..N-1) or distinct "
-                             f"comma-separated integers"))
-        seed_list = list(range(parts[0])) if len(parts) == 1 and "," not in seeds else parts
+            raise UserError(f"--samplers: got {samplers!r}; give distinct names from {', '.join(allowed)}")
+        seed_list = ints(seeds, "seeds") or []
+        if not seed_list or len(set(seed_list)) != len(seed_list) or ("," not in seeds and seed_list[0] < 1):
+            raise UserError(f"--seeds: got {seeds!r}; give a number N >= 1 (seeds 0..N-1) or distinct "
+                            f"comma-separated integers")
+        if "," not in seeds:
+            seed_list = list(range(seed_list[0]))
         over: dict = {}
         if limit is not None:
             over["data"] = {"limit": limit}
         if epochs is not None:
             over["train"] = {"epochs": epochs}
         show = _trial_printer(quiet)
-        try:
-            spec = load_spec(config, over)
-            rows = compare(spec, run_dir, samplers=names, seeds=seed_list, budget=budget,
-                           on_trial=(lambda n, s, r: show({**r}) if show else None))
-        except (ConfigError, SearchError) as e:
-            _fail(e)
+        spec = load_spec(config, over)
+        rows = compare(spec, run_dir, samplers=names, seeds=seed_list, budget=budget,
+                       on_trial=(lambda n, s, r: show({**r}) if show else None))
         t = Table(title="best f (lower is better)")
         t.add_column("seed", justify="right")
         for n in names:

@@ -15,14 +15,11 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from ..config import ConfigError
-
-out = Console()
-from .console import err  # noqa: E402  (one line per error, however narrow the terminal)
+from .console import err, out
+from .parse import UserError, output_dir
 
 
 def _list() -> None:
@@ -33,7 +30,35 @@ def _list() -> None:
         t.add_column(c)
     for s in list_studies():
         t.add_row(s["name"], s["title"], ", ".join(f"{k} ({v})" for k, v in s["settings"].items()))
+    from ..studies.transformer import SETTINGS
+
+    t.add_row("transformer", "ViT with pre-defined sparse feed-forward layers: accuracy and step time vs dense",
+              ", ".join(f"{k} ({len(v.densities)})" for k, v in SETTINGS.items()))
     out.print(t)
+
+
+def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
+    """``sparseforge study transformer``: a code-defined study (no YAML recipe)."""
+    import torch
+
+    from ..runs.progress import Progress
+    from ..studies.transformer import SETTINGS, run_transformer_study
+
+    if setting not in SETTINGS:
+        raise UserError(f"--setting={setting!r} is not a setting of study transformer; choose one of {sorted(SETTINGS)}")
+    cfg = SETTINGS[setting]
+    torch.set_num_threads(cfg.threads)
+    rd = run_dir or Path("runs") / f"study_transformer_{setting}"
+    if not quiet:
+        err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
+    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(escape(label), enabled=not quiet)],
+                                notify=lambda msg: None if quiet else err.print(msg))
+    for r in res["timing"]:
+        a = next(x for x in res["accuracy"] if x["label"] == r["label"])
+        out.print(f"FF density {100 * a['ff_density']:.3g}%: test acc {100 * a['test_acc']:.2f}%, "
+                  f"{a['params']:,} params; at d_model {r['d_model']}: train step {r['model_train_speedup']:.2f}x, "
+                  f"inference {r['model_infer_speedup']:.2f}x, FF fwd+bwd {r['ff_train_speedup']:.2f}x vs dense")
+    out.print(f"wrote {rd}/report.md, table.csv, timing.csv, accuracy_vs_density.png, speedup_vs_density.png")
 
 
 def register(app: typer.Typer) -> None:
@@ -51,24 +76,23 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, "--quiet", help="no progress output"),
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
-        try:
-            if list_:
-                _list()
-                return
-            if name is None:
-                raise ConfigError("give a study NAME (or --list to see them)")
-            from ..studies.densities import expand, load_recipe, seeds_for
+        output_dir(run_dir, "run-dir")
+        if name == "transformer" and not list_:
+            _transformer(setting, run_dir, quiet)
+            return
+        if list_:
+            _list()
+            return
+        if name is None:
+            raise UserError("give a study NAME (or --list to see them; `sparseforge recipes` lists every recipe)")
+        from ..studies.densities import expand, load_recipe, seeds_for
 
-            recipe = load_recipe(name)
-            plan = expand(recipe, setting)
-            seed_list = seeds_for(recipe.settings[setting], seeds)
-        except ConfigError as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        recipe = load_recipe(name)
+        plan = expand(recipe, setting)
+        seed_list = seeds_for(recipe.settings[setting], seeds)
 
         import torch
 
-        from ..data import DatasetUnavailable
         from ..runs.progress import Progress
         from ..studies.densities import run_study
 
@@ -87,12 +111,8 @@ def register(app: typer.Typer) -> None:
             err.print(f"{tag} [{ev['index']}/{ev['total']}] {escape(ev['label'])} seed {ev['seed']}: "
                       f"rho_net {100 * row['rho_net']:.2f}%, test acc {100 * row['test_acc']:.2f}%")
 
-        try:
-            res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
-                            callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
-        except (ConfigError, DatasetUnavailable) as e:
-            err.print(f"[red]error:[/red] {e}")
-            raise typer.Exit(2)
+        res = run_study(recipe, setting, rd, seeds=seeds, notify=notify, overwrite=overwrite,
+                        callbacks_for=lambda label: [Progress(label, enabled=not quiet)])
         out.print(f"[bold]{recipe.title}[/bold] ({setting}, seeds {res.seeds})")
         for c in res.analysis.conclusions:
             out.print(f"- {c.replace('**', '')}")

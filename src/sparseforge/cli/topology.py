@@ -8,8 +8,8 @@ from typing import Optional
 
 import typer
 
-from .console import err, out, pct, rich_table
-from .parse import floats, ints
+from .console import err, notice_adjusted, out, pct, rich_table
+from .parse import densities, ints, output_file
 from .parse import radices as parse_radices
 
 
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
         group: Optional[int] = typer.Option(None, help="grouped: right nodes sharing one index list"),
         radices: Optional[str] = typer.Option(None, help="RadiX-Net radix lists, e.g. 10,10 or 2,2,2;2,2,2 (sizes follow)"),
         widths: Optional[str] = typer.Option(None, help="RadiX-Net dense widths B_0,...,B_L (default all 1)"),
-        seed: int = typer.Option(0),
+        seed: int = typer.Option(0, min=0),
         analyze: bool = typer.Option(False, "--analyze", help="degrees, path counts, spectral gap, scatter"),
         plot: Optional[Path] = typer.Option(None, help="write the adjacency matrices to this PNG"),
         paths_plot: Optional[Path] = typer.Option(None, help="write the input-output path-count histogram to this PNG"),
@@ -38,15 +38,19 @@ def register(app: typer.Typer) -> None:
         from ..config import ModelSpec, parse
         from ..topology import analysis, radix_net
 
+        output_file(plot, "plot")
+        output_file(paths_plot, "paths-plot")
         if radices is not None:
             topo = radix_net(parse_radices(radices), ints(widths, "widths"))
         else:
-            dens = floats(density, "density")
+            dens = densities(density, "density")
             options = {k: v for k, v in (("z", z), ("group", group)) if v is not None}
             spec = {"net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "fan_in": ints(fan_in, "fan-in"),
                     "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family,
                     "seed": seed, "options": options}
-            topo = parse(ModelSpec, {k: v for k, v in spec.items() if v is not None}, where="").topology()
+            model = parse(ModelSpec, {k: v for k, v in spec.items() if v is not None}, where="")
+            topo = model.topology()
+            notice_adjusted(model.density, topo)
         rows = topo.table()
         summary = analysis.summarize(topo) if analyze else None
         if as_json:

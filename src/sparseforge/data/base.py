@@ -15,6 +15,8 @@ from typing import Callable
 import numpy as np
 import torch
 
+from ..errors import ConfigError, DataError
+
 __all__ = [
     "ArrayDataset",
     "DataSplits",
@@ -47,6 +49,10 @@ class ArrayDataset:
     def __len__(self) -> int:
         return int(self.y.shape[0])
 
+    def __repr__(self) -> str:
+        """Shapes and dtypes, not the values (a split may hold 60000 images)."""
+        return f"ArrayDataset(x={tuple(self.x.shape)} {self.x.dtype}, y={tuple(self.y.shape)} {self.y.dtype})"
+
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
         return self.x[index], self.y[index]
 
@@ -65,6 +71,11 @@ class DataSplits:
     test: ArrayDataset
     n_classes: int
     sample_shape: tuple[int, ...]
+
+    def __repr__(self) -> str:
+        """A summary (name, split sizes, sample shape, classes), not the tensors."""
+        return (f"DataSplits({self.name!r}, train={len(self.train)}, val={len(self.val)}, test={len(self.test)}, "
+                f"sample_shape={self.sample_shape}, n_classes={self.n_classes})")
 
     @property
     def n_features(self) -> int:
@@ -108,11 +119,14 @@ def load_dataset(
     limit: keep only the first ``limit`` samples of each split after shuffling with ``seed``.
     options: dataset-specific keyword options (see each loader).
     """
+    known = ", ".join(sorted(DATASETS))
+    if not isinstance(name, str):
+        raise ConfigError(f"dataset name must be a string (one of {known}), got {name!r}")
     key = name.strip().lower().replace("_", "-")
     if key not in DATASETS:
-        raise ValueError(f"unknown dataset {name!r}; known datasets: {', '.join(sorted(DATASETS))}")
+        raise ConfigError(f"unknown dataset {name!r}; known datasets: {known}")
     if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 1):
-        raise ValueError(f"limit must be a positive int or None, got {limit!r}")
+        raise ConfigError(f"limit must be a positive int or None, got {limit!r}")
     return DATASETS[key](root=root, val_size=val_size, seed=seed, limit=limit, **options)
 
 
@@ -123,13 +137,13 @@ def _rng(seed: int, *stream: int) -> np.random.Generator:
 
 def _n_val(val_size: int | float, n_train: int) -> int:
     if isinstance(val_size, bool) or not isinstance(val_size, (int, float)):
-        raise ValueError(f"val_size must be an int, a float or None, got {val_size!r}")
+        raise ConfigError(f"val_size must be an int, a float or None, got {val_size!r}")
     if isinstance(val_size, float):
         if not 0.0 <= val_size < 1.0:
-            raise ValueError(f"val_size as a fraction must be in [0, 1), got {val_size}")
+            raise ConfigError(f"val_size as a fraction must be in [0, 1), got {val_size}")
         return int(round(val_size * n_train))
     if not 0 <= val_size < n_train:
-        raise ValueError(f"val_size must be in [0, {n_train}) samples, got {val_size}")
+        raise ConfigError(f"val_size must be in [0, {n_train}) samples, got {val_size}")
     return val_size
 
 
@@ -170,5 +184,5 @@ def split_arrays(
         splits[split] = ArrayDataset(torch.from_numpy(xs.reshape(len(idx), *sample_shape)), ys)
     for split, ds in splits.items():
         if len(ds) and not (0 <= int(ds.y.min()) and int(ds.y.max()) < n_classes):
-            raise ValueError(f"{name}: {split} labels outside [0, {n_classes})")
+            raise DataError(f"{name}: {split} labels outside [0, {n_classes})")
     return DataSplits(name, splits["train"], splits["val"], splits["test"], n_classes, sample_shape)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 
+from ..errors import ConfigError
 from .base import DataSplits, _rng, register, split_arrays
 
 __all__ = ["load_digits"]
@@ -23,10 +24,13 @@ def load_digits(*, root: str | os.PathLike | None = None, val_size: int | float 
 
     ``root`` is ignored: the data ships with scikit-learn.
     """
-    from sklearn.datasets import load_digits as sk_load_digits  # deferred: sklearn import is slow
+    from ..errors import require
+
+    require("sklearn", "the digits dataset")  # deferred: sklearn import is slow
+    from sklearn.datasets import load_digits as sk_load_digits
 
     if not 0.0 < test_size < 1.0:
-        raise ValueError(f"test_size must be in (0, 1), got {test_size!r}")
+        raise ConfigError(f"test_size must be in (0, 1), got {test_size!r}")
     x, y = sk_load_digits(return_X_y=True)
     perm = _rng(seed, 2).permutation(len(y))
     n_test = int(round(test_size * len(y)))

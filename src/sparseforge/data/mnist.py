@@ -27,6 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import DataError
 from ..io import atomic_path
 from .base import DataSplits, DatasetUnavailable, register, split_arrays
 
@@ -76,17 +77,17 @@ def read_idx(path: str | os.PathLike) -> np.ndarray:
         try:
             raw = gzip.decompress(raw)
         except (OSError, EOFError) as e:
-            raise ValueError(f"{path}: corrupt gzip data ({e})") from e
+            raise DataError(f"{path}: corrupt gzip data ({e})") from e
     if len(raw) < 4 or raw[:2] != b"\0\0" or raw[2] not in _IDX_DTYPES:
-        raise ValueError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex()})")
+        raise DataError(f"{path}: not an IDX file (bad magic number 0x{raw[:4].hex()})")
     ndim, header = raw[3], 4 + 4 * raw[3]
     if len(raw) < header:
-        raise ValueError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dims)")
+        raise DataError(f"{path}: truncated IDX header ({len(raw)} bytes for {ndim} dims)")
     dims = struct.unpack(f">{ndim}I", raw[4:header])
     dtype = np.dtype(_IDX_DTYPES[raw[2]])
     expected = math.prod(dims) * dtype.itemsize
     if len(raw) - header != expected:
-        raise ValueError(
+        raise DataError(
             f"{path}: size mismatch: header dims {dims} need {expected} data bytes, file has {len(raw) - header}"
         )
     return np.frombuffer(raw, dtype, offset=header).reshape(dims).astype(dtype.newbyteorder("="))
@@ -103,9 +104,9 @@ def _check(arrays: dict[str, np.ndarray], source: object) -> dict[str, np.ndarra
     for split in ("train", "test"):
         x, y = arrays[f"x_{split}"], arrays[f"y_{split}"]
         if x.ndim != 3 or x.shape[1:] != (28, 28) or y.shape != (x.shape[0],):
-            raise ValueError(f"{source}: expected {split} images [n, 28, 28] and labels [n], got {x.shape} and {y.shape}")
+            raise DataError(f"{source}: expected {split} images [n, 28, 28] and labels [n], got {x.shape} and {y.shape}")
         if x.dtype != np.uint8 or not np.issubdtype(y.dtype, np.integer):
-            raise ValueError(f"{source}: expected uint8 {split} images and integer labels, got {x.dtype}, {y.dtype}")
+            raise DataError(f"{source}: expected uint8 {split} images and integer labels, got {x.dtype}, {y.dtype}")
     return arrays
 
 
@@ -128,10 +129,10 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
         with np.load(path) as f:
             missing = [k for k in KEYS if k not in f.files]
             if missing:
-                raise ValueError(f"{path}: missing keys {missing}; expected {list(KEYS)}")
+                raise DataError(f"{path}: missing keys {missing}; expected {list(KEYS)}")
             return _check({k: f[k] for k in KEYS}, path)
     except (OSError, zipfile.BadZipFile) as e:
-        raise ValueError(f"{path}: cannot read as .npz ({e})") from e
+        raise DataError(f"{path}: cannot read as .npz ({e})") from e
 
 
 def _read_root(root: str | os.PathLike, hint: str) -> dict[str, np.ndarray]:
@@ -141,7 +142,7 @@ def _read_root(root: str | os.PathLike, hint: str) -> dict[str, np.ndarray]:
     if root.is_file() and root.suffix == ".npz":
         return _read_npz(root)
     if root.exists():
-        raise ValueError(f"{root}: expected a directory of IDX files or a .npz file")
+        raise DataError(f"{root}: expected a directory of IDX files or a .npz file")
     raise DatasetUnavailable(f"{root} does not exist. To get the data: {hint}")
 
 
@@ -156,7 +157,9 @@ def _pureml_zarr_path() -> Path | None:
 
 
 def _read_zarr(path: Path) -> dict[str, np.ndarray]:
-    import zarr  # deferred: only this source needs it
+    from ..errors import require
+
+    zarr = require("zarr", "reading the bundled MNIST")  # deferred: only this source needs it
 
     with zarr.storage.ZipStore(path, mode="r") as store:
         group = zarr.open_group(store, mode="r")

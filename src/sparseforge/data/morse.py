@@ -27,6 +27,7 @@ import os
 import numpy as np
 import torch
 
+from ..errors import ConfigError
 from .base import ArrayDataset, DataSplits, _rng, register
 
 __all__ = ["SYMBOLS", "CLASSES", "FRAME", "VARIANTS", "MAX_SYMBOL_LENGTH", "load_morse"]
@@ -117,14 +118,14 @@ def load_morse(*, root: str | os.PathLike | None = None, val_size: int | float |
     ``val_size`` must be None (val is generated; size it with ``per_class``); ``root`` is ignored.
     """
     if variant not in VARIANTS:
-        raise ValueError(f"unknown morse variant {variant!r}; allowed: {', '.join(VARIANTS)}")
+        raise ConfigError(f"unknown morse variant {variant!r}; allowed: {', '.join(VARIANTS)}")
     if val_size is not None:
-        raise ValueError("morse generates its own validation split: use per_class=(train, val, test), not val_size")
+        raise ConfigError("morse generates its own validation split: use per_class=(train, val, test), not val_size")
     if len(per_class) != 3 or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in per_class):
-        raise ValueError(f"per_class must be 3 non-negative ints (train, val, test), got {per_class!r}")
+        raise ConfigError(f"per_class must be 3 non-negative ints (train, val, test), got {per_class!r}")
     noise_sd = VARIANTS[variant][2] if noise_sd is None else float(noise_sd)
     if not noise_sd >= 0:
-        raise ValueError(f"noise_sd must be >= 0, got {noise_sd}")
+        raise ConfigError(f"noise_sd must be >= 0, got {noise_sd}")
     splits = []
     for split, count in enumerate(per_class):
         y = _rng(seed, 3, split, 0).permutation(np.repeat(np.arange(len(SYMBOLS)), count))[:limit]

@@ -1,5 +1,8 @@
 """Fixed-point arithmetic as the edge-processing hardware does it, and a bit-accurate training step.
 
+Length (over 500 lines, on purpose): the formats, the ROM tables and the step functions share the word-width
+bookkeeping that proves no int64 intermediate overflows; kept in one module so that the proof reads in one place.
+
 Number format. :class:`FixedPoint` ``(word_bits, int_bits, signed)`` stores a value as an integer ``k``
 of ``word_bits`` bits (two's complement when signed) meaning ``k * 2**-frac_bits``, with
 ``frac_bits = word_bits - int_bits - (1 if signed else 0)``; e.g. ``FixedPoint(10, 2)`` is 1 sign bit,
@@ -57,6 +60,7 @@ __all__ = [
     "forward_fixed",
     "forward_float",
     "init_fixed_mlp",
+    "initial_weights",
     "predict_fixed",
     "to_float",
     "train_step_fixed",
@@ -421,22 +425,27 @@ def _rng_for(fmt: FixedPoint) -> np.random.Generator | None:
     return np.random.default_rng(0) if fmt.rounding == "stochastic" else None
 
 
+def initial_weights(patterns: NetworkTopology | Sequence[Pattern], seed: int | np.random.Generator = 0) -> list[np.ndarray]:
+    """Float64 initial weights ``[n_out, d_max]`` per junction (0 in padding slots): normal with std
+    ``sqrt(2 / (d_in + d_out))`` (Glorot for the junction's degrees), drawn junction by junction from
+    ``numpy.random.default_rng(seed)`` (or the generator given)."""
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    ws = []
+    for p in _plans(patterns):
+        d_in = float(p.pattern.in_degrees.mean())
+        d_out = float(p.pattern.out_degrees.mean())
+        ws.append(rng.normal(0.0, np.sqrt(2.0 / (d_in + d_out)), size=p.valid.shape) * p.valid)
+    return ws
+
+
 def init_fixed_mlp(
     patterns: NetworkTopology | Sequence[Pattern],
     formats: FixedFormats = FixedFormats(),
     *,
     seed: int | np.random.Generator = 0,
 ) -> FixedMLP:
-    """Random initial weights, normal with std ``sqrt(2 / (d_in + d_out))`` per junction (Glorot for the
-    junction's degrees), quantized; biases 0."""
-    plans = _plans(patterns)
-    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
-    ws = []
-    for p in plans:
-        d_in = float(p.pattern.in_degrees.mean())
-        d_out = float(p.pattern.out_degrees.mean())
-        ws.append(rng.normal(0.0, np.sqrt(2.0 / (d_in + d_out)), size=p.valid.shape) * p.valid)
-    return fixed_from_float([p.pattern for p in plans], ws, None, formats)
+    """:func:`initial_weights`, quantized to ``formats``; biases 0."""
+    return fixed_from_float(patterns, initial_weights(patterns, seed), None, formats)
 
 
 def to_float(net: FixedMLP) -> FloatMLP:

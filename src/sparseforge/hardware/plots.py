@@ -16,6 +16,9 @@ def plot_z_sweep(points: Sequence[SweepPoint], path: str | os.PathLike, *, title
     """Three panels: clocks per input against memory (kbit), against physical memory blocks and against
     multipliers; one marker per configuration, labelled with its ``z``. Writes ``path`` (format from
     the suffix, e.g. .png, .pdf) atomically and returns it."""
+    from ..errors import require
+
+    require("matplotlib", "plot_z_sweep")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

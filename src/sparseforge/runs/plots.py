@@ -6,11 +6,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
+from ..errors import require
 from ..io import atomic_path
 
 
 def subplots(nrows: int = 1, ncols: int = 1, *, figsize: tuple[float, float] | None = None, **kwargs):
     """``(figure, axes)`` as ``pyplot.subplots`` returns them, on a figure of its own (Agg canvas)."""
+    require("matplotlib", "drawing figures")
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 

@@ -12,6 +12,7 @@ import sys
 from typing import IO
 
 from ..train import Callback, TrainState
+from ..train.progress import epoch_line
 
 
 class Progress(Callback):
@@ -22,6 +23,8 @@ class Progress(Callback):
         enabled: False prints nothing but :meth:`note` (warnings).
         stream: where to write; a bar is drawn only when it is a TTY (``bar=None``) or when ``bar=True``.
     """
+
+    shows_progress = True  # fit() adds no report of its own (and --quiet means quiet)
 
     def __init__(self, label: str = "", enabled: bool = True, *, stream: IO[str] | None = None,
                  bar: bool | None = None) -> None:
@@ -89,10 +92,7 @@ class Progress(Callback):
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        m = state.metrics
-        self.line(f"epoch {m['epoch']:>3}/{state.config.epochs}: train loss {m['train_loss']:.4f} "
-                  f"acc {100 * m['train_acc']:.2f}% | val loss {m['val_loss']:.4f} acc {100 * m['val_acc']:.2f}% "
-                  f"| {m['epoch_time_s']:.2f} s")
+        self.line(epoch_line(state.metrics, state.config.epochs))
 
     def on_train_end(self, state: TrainState) -> None:
         if self._progress is not None:  # an epoch ended by an exception elsewhere

@@ -55,6 +55,11 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def _leftover(p: Path) -> bool:
+    """A temporary file of an atomic write (or of taking the lock) that a killed process left behind."""
+    return p.name.startswith(".") and p.name.endswith(".tmp")
+
+
 def _safe_name(name: str) -> str:
     if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
         raise ValueError(f"result name {name!r}: use a plain file name (no '/', not starting with '.')")
@@ -98,7 +103,8 @@ class RunStore:
 
     def open(self) -> "RunStore":
         """Take the lock, then check (or write) ``run.json``; release the lock again if that fails."""
-        self._check_clearable() if self.overwrite else None
+        if self.overwrite:
+            self._check_clearable()
         self.dir.mkdir(parents=True, exist_ok=True)
         self._acquire()
         try:
@@ -155,7 +161,7 @@ class RunStore:
             self.existed = True
             if not diff:
                 return
-        elif any(p.name != LOCK for p in self.dir.iterdir()):
+        elif any(p.name != LOCK and not _leftover(p) for p in self.dir.iterdir()):
             raise ConfigError(f"--run-dir {self.dir} holds files but no {RUN_JSON} (not a sparseforge run "
                               "directory, or one made by an older version); use a new --run-dir")
         io.write_json(path, {"format": FORMAT, "command": self.command, "settings_hash": self.hash,

@@ -8,7 +8,7 @@ candidates alike; the result per candidate is the minimum over rounds of the mea
 from __future__ import annotations
 
 import time
-from typing import Callable, Hashable, Mapping
+from typing import Callable, Hashable, Mapping, Optional
 
 CLOCKS = ("wall", "cpu")
 
@@ -27,10 +27,12 @@ def timer(name: str = "wall") -> Callable[[], float]:
 
 
 def interleaved_times(fns: Mapping[Hashable, Callable[[], object]], repeats: int = 5, *, warmup: int = 1,
-                      number: int = 1, clock: str = "wall") -> dict:
+                      number: int = 1, clock: str = "wall",
+                      on_round: Optional[Callable[[int, int], None]] = None) -> dict:
     """Seconds per call of each ``fns[key]()``: min over ``repeats`` rounds of the mean of ``number`` calls.
 
-    Each candidate first runs ``warmup`` times (not timed).
+    Each candidate first runs ``warmup`` times (not timed). ``on_round(done, total)`` is called after the
+    warm-up and after every round (``total = repeats + 1``), for a progress display.
     """
     if repeats < 1 or number < 1 or warmup < 0:
         raise ValueError(f"repeats={repeats}, number={number}, warmup={warmup}: need repeats, number >= 1, "
@@ -39,13 +41,17 @@ def interleaved_times(fns: Mapping[Hashable, Callable[[], object]], repeats: int
     for fn in fns.values():
         for _ in range(warmup):
             fn()
+    if on_round:
+        on_round(1, repeats + 1)
     best = dict.fromkeys(fns, float("inf"))
-    for _ in range(repeats):
+    for r in range(repeats):
         for key, fn in fns.items():
             t0 = now()
             for _ in range(number):
                 fn()
             best[key] = min(best[key], (now() - t0) / number)
+        if on_round:
+            on_round(r + 2, repeats + 1)
     return best
 
 

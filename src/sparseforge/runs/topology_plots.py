@@ -10,10 +10,13 @@ import math
 from pathlib import Path
 
 import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
 
+from ..errors import require
 from ..io import atomic_path
+
+require("matplotlib", "topology figures")
+from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
 from ..topology.analysis import path_counts
 from ..topology.network import NetworkTopology
 

@@ -13,6 +13,10 @@ expected improvement), :mod:`.sampler` (the Optuna sampler and the baselines), :
 
 from __future__ import annotations
 
+from ..errors import require
+
+require("optuna", "the model search (sparseforge.search)")
+
 from .gp import GaussianProcess, Hyper, expected_improvement
 from .objective import build_model, objective_value, train_trial
 from .pareto import choose, front_rows, pareto_front

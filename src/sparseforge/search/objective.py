@@ -22,12 +22,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data import DataSplits, load_dataset
-from ..nn import SparseMLP
-from ..nn.convnet import ConvNet
-from ..topology import design
+from ..data import DataSplits
+from ..nn.zoo import build_model as build_zoo_model
 from ..train import Callback, TrainState, count_parameters, fit
-from .space import SearchSpec
+from .space import MODEL_KEYS, SearchSpec
 
 
 def objective_value(f_p: float, f_c: float, w_c: float, log10: bool) -> float:
@@ -40,29 +38,16 @@ def load_search_data(spec: SearchSpec) -> DataSplits | None:
     """The dataset of the search (its ``data`` section); None for a synthetic benchmark."""
     if spec.model == "synthetic":
         return None
-    d = spec.data
-    return load_dataset(d.name, root=d.root, val_size=d.val_size, seed=d.seed, limit=d.limit, **d.options)
+    return spec.data.load()
 
 
 def build_model(spec: SearchSpec, config: dict[str, Any], data: DataSplits, seed: int) -> nn.Module:
     """The network of a full configuration (see :data:`sparseforge.search.space.MODEL_KEYS`);
     initialised from ``torch.manual_seed(seed)``; the pattern uses ``seed`` too."""
     torch.manual_seed(seed)
-    if spec.model == "mlp":
-        width = [int(w) for w in config.get("width", [])]
-        sizes = (data.n_features, *width, data.n_classes)
-        density = config.get("density", 1.0)
-        topo = design(sizes, density=density, family=spec.family, seed=seed)
-        return SparseMLP(topo)
-    if len(data.sample_shape) != 3:
-        raise ValueError(f"model cnn needs image samples (C, H, W); {data.name} has shape {data.sample_shape}")
-    return ConvNet(
-        data.sample_shape, data.n_classes, [int(c) for c in config.get("channels", [])],
-        kernels=[int(k) for k in config.get("kernel", [3] * len(config.get("channels", [])))],
-        downsample=config.get("downsample", "pool"), batch_norm=bool(config.get("batch_norm", False)),
-        groups=int(config.get("groups", 1)), hidden=[int(w) for w in config.get("fc_width", [])],
-        density=config.get("density", 1.0), family=spec.family, seed=seed,
-    )
+    keys = [k for k in MODEL_KEYS[spec.model] if k not in ("hidden_layers", "conv_layers", "fc_layers")]
+    opts = {k: config[k] for k in keys if k in config}
+    return build_zoo_model(spec.model, data.sample_shape, data.n_classes, family=spec.family, seed=seed, **opts)
 
 
 def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
@@ -75,7 +60,7 @@ def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
     if spec.objective.complexity == "params":
         return float(count_parameters(model))
     tc = spec.train_config(cfg, seed=0)
-    state = fit(model, data, replace(tc, epochs=1))
+    state = fit(model, data, replace(tc, epochs=1), progress=False)
     return float(state.history[-1]["epoch_time_s"])
 
 
@@ -159,7 +144,8 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits | Non
     tc = spec.train_config(config, seed=seed)
     cb = ReportCallback(spec, reference, report)
     t0 = time.perf_counter()
-    state = fit(model, data, tc, callbacks=[cb, *callbacks], run_dir=run_dir, resume=run_dir is not None)
+    state = fit(model, data, tc, callbacks=[cb, *callbacks], run_dir=run_dir, resume=run_dir is not None,
+                progress=False)
     train_s = time.perf_counter() - t0
     hist = state.history
     best_val = max(h["val_acc"] for h in hist)

@@ -23,7 +23,7 @@ import numpy as np
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 from pydantic import Field, model_validator
 
-from ..config import TrainFields, _Strict
+from ..config import DataSpec, TrainFields, _Strict
 from ..train import TrainConfig
 
 #: value of a list item that does not exist (a missing layer) in the unit coordinates of the embedding
@@ -227,13 +227,7 @@ class StageSpec(_Strict):
     trials: int = Field(ge=1, description="finished trials of this stage (the budget)")
 
 
-class DataSection(_Strict):
-    name: str = "mnist"
-    limit: int | None = Field(default=None, gt=0)
-    val_size: int | float | None = None
-    seed: int = 0
-    root: str | None = None
-    options: dict[str, Any] = Field(default_factory=dict)
+
 
 
 class TrainSection(TrainFields):
@@ -259,7 +253,7 @@ class SamplerSection(_Strict):
     n_initial: int = Field(default=15, ge=1, description="Sobol (or random) points before the model is used")
     candidates: int = Field(default=1000, ge=16, description="candidates scored by expected improvement")
     restarts: int = Field(default=2, ge=0, description="extra random restarts of the GP hyperparameter fit")
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
 
 
 class PrunerSection(_Strict):
@@ -293,7 +287,7 @@ class SearchSpec(_Strict):
     name: str = "search"
     model: Literal["mlp", "cnn", "synthetic"] = "mlp"
     family: str = "structured"
-    data: DataSection = DataSection()
+    data: DataSpec = DataSpec()
     train: TrainSection = TrainSection()
     objective: ObjectiveSection = ObjectiveSection()
     sampler: SamplerSection = SamplerSection()

@@ -1,5 +1,8 @@
 """Studies, storage, workers, resume and retries of a staged search (Optuna ask/tell underneath).
 
+Length (over 500 lines, on purpose): creation, workers, heartbeats and retries are one protocol over the
+storage layout below; each part relies on the invariants the others keep.
+
 Layout in the storage, for a search called ``NAME``:
 
 * ``NAME``: an empty study holding the search's spec, reference complexity and creation time in its

@@ -1,5 +1,8 @@
 """Thinning: physically remove zeroed structures, giving a smaller dense PyTorch model.
 
+Length (over 500 lines, on purpose): the three kinds of removal share one walk over producer -> per-channel
+-> consumer chains and must agree on which channels exist; splitting them would split that walk.
+
 This is the one mechanism of sparseforge that removes structures (SSL uses it, and so does pruning):
 zero the weights of the structures to remove, then call :func:`thin`.
 

@@ -28,6 +28,7 @@ import scipy.sparse as sp
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm, use_backend
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
@@ -120,6 +121,7 @@ def kernel_table(
     repeats: int = 5,
     clock: str = "wall",
     seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> dict:
     """SparseLinear with every backend vs the dense paths, at ``n x n``, all timed in one interleaved run.
 
@@ -137,7 +139,7 @@ def kernel_table(
             fns.update({(i, backend, op): f for op, f in sparse_fns(pattern, backend, batch, seed).items()})
         w_csr = SparseLinear(pattern).to_dense().to_sparse_csr()  # torch's own CSR product, forward only
         fns[(i, "torch CSR", "fwd")] = lambda w=w_csr: torch.sparse.mm(w, x_fm)
-    t = interleaved_times(fns, repeats, warmup=1, clock=clock)
+    t = interleaved_times(fns, repeats, warmup=1, clock=clock, on_round=on_round)
     dense: dict[str, dict[str, float]] = {}
     for key in fns:
         if isinstance(key[0], str):
@@ -166,6 +168,46 @@ def kernel_table(
     )
 
 
+def compile_step(n: int = 4096, batch: int = 256, density: float = 0.1, threads: int = 2, repeats: int = 5,
+                 clock: str = "wall", seed: int = 0) -> list[dict]:
+    """A SparseMLP ``(n, n, 10)`` training step (forward, cross-entropy, backward, SGD step) eager and with the
+    forward+loss under ``torch.compile(fullgraph=True)``, per backend, timed in one interleaved run.
+
+    Returns one row per backend: ``eager_ms``, ``compiled_ms`` and ``compiled_vs_eager`` (compiled / eager
+    time; above 1 means compiling made the step slower). The compile itself happens in the warm-up.
+    """
+    import torch.nn.functional as F
+
+    from ..nn import SparseMLP
+    from ..topology import NetworkTopology
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    topo = NetworkTopology((n, n, 10), (structured(n, n, _out_degree(n, density), seed=seed), Pattern.full(n, 10)))
+    x, y = torch.randn(batch, n), torch.randint(0, 10, (batch,))
+    fns = {}
+    for backend in _available_backends():
+        for mode in ("eager", "compiled"):
+            model = SparseMLP(topo)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+            def loss_fn(m=model):
+                return F.cross_entropy(m(x), y)
+
+            fwd = torch.compile(loss_fn, fullgraph=True) if mode == "compiled" else loss_fn
+
+            def step(fwd=fwd, opt=opt, backend=backend) -> None:
+                with use_backend(backend):
+                    opt.zero_grad(set_to_none=True)
+                    fwd().backward()
+                    opt.step()
+
+            fns[(backend, mode)] = step
+    t = interleaved_times(fns, repeats, 2, clock)
+    return [dict(backend=b, density=density, eager_ms=1e3 * t[(b, "eager")], compiled_ms=1e3 * t[(b, "compiled")],
+                 compiled_vs_eager=t[(b, "compiled")] / t[(b, "eager")]) for b in _available_backends()]
+
+
 def batch_sweep(
     n: int = 4096,
     density: float = 0.1,
@@ -174,17 +216,22 @@ def batch_sweep(
     repeats: int = 5,
     clock: str = "wall",
     seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> list[dict]:
     """Forward GFLOP/s of each backend and of ``torch.mm`` against batch size and thread count (``clock``
-    applies to the single-thread points; multi-threaded points use the wall clock)."""
+    applies to the single-thread points; multi-threaded points use the wall clock). ``on_round(done, total)``
+    reports the (threads, batch) points measured so far."""
     pattern = structured(n, n, _out_degree(n, density), seed=seed)
     layer = SparseLinear(pattern)
     w = torch.randn(n, n)
     rows = []
+    points = len(threads) * len(batches)
     for nt in threads:
         torch.set_num_threads(nt)
         tclock = clock if nt == 1 else "wall"
         for b in batches:
+            if on_round:
+                on_round(len(rows), points)
             x = torch.randn(n, b)
             fns: dict = {"mm": lambda: torch.mm(w, x)}
             for backend in _available_backends():
@@ -196,6 +243,8 @@ def batch_sweep(
             best = min(v for k, v in t.items() if k != "mm")
             row["speedup_vs_mm"] = t["mm"] / best
             rows.append(row)
+    if on_round:
+        on_round(len(rows), points)
     return rows
 
 
@@ -218,12 +267,23 @@ def challenge_patterns(neurons: int, connections: int) -> list[Pattern]:
     return out
 
 
+def check_challenge(neurons: int, connections: int) -> None:
+    """ConfigError unless ``neurons`` is a square >= 4 (inputs are square images) and ``1 <= connections <=
+    neurons`` (a RadiX-Net layer cannot have more connections per neuron than there are neurons)."""
+    side = math.isqrt(max(neurons, 0))
+    if neurons < 4 or side * side != neurons:
+        raise ConfigError(f"neurons={neurons}: must be a square >= 4 (inputs are side x side images), "
+                          f"e.g. {max(side, 2) ** 2} or {(max(side, 2) + 1) ** 2}")
+    if not 1 <= connections <= neurons:
+        raise ConfigError(f"connections={connections}: must be in [1, neurons={neurons}]")
+
+
 def challenge_inputs(inputs: int, neurons: int, seed: int = 0) -> np.ndarray:
     """Binary "images" (``inputs x neurons``, float32): 2-5 random rectangles on a square grid, MNIST-like
     sparsity (~20% ones); after 120 challenge layers roughly a quarter of the inputs stay active."""
     side = math.isqrt(neurons)
     if side * side != neurons:
-        raise ValueError(f"neurons={neurons} must be a square (inputs are side x side images)")
+        raise ConfigError(f"neurons={neurons} must be a square (inputs are side x side images)")
     rng = np.random.default_rng(seed)
     y = np.zeros((inputs, side, side), np.float32)
     span = max(2, side // 2)
@@ -291,6 +351,7 @@ def challenge(
     backend: str = "auto",
     seed: int = 0,
     check: bool = True,
+    on_round: Callable[[int, int], None] | None = None,
 ) -> dict:
     """Graph-Challenge-shaped inference: sparseforge vs scipy.sparse CSR on the same generated inputs.
 
@@ -305,9 +366,8 @@ def challenge(
     torch.set_num_threads(threads)
     bias = CHALLENGE_BIAS.get(neurons, -0.3)
     weight = 2.0 / connections
+    check_challenge(neurons, connections)
     patterns = challenge_patterns(neurons, connections)
-    if not patterns:
-        raise ValueError(f"connections={connections} must be <= neurons={neurons}")
     y0 = challenge_inputs(inputs, neurons, seed)
     work = inputs * layers * neurons * connections
 
@@ -321,7 +381,7 @@ def challenge(
             results["ours"] = challenge_sparseforge(y0, patterns, layers, weight, bias, batch)
 
     used = resolve_backend("cpu", torch.float32) if backend != "stock" else "stock"
-    t = interleaved_times({"scipy": run_scipy, "ours": run_ours}, repeats, warmup=0, clock=clock)
+    t = interleaved_times({"scipy": run_scipy, "ours": run_ours}, repeats, warmup=0, clock=clock, on_round=on_round)
     t_scipy, t_ours, ref, ours = t["scipy"], t["ours"], results["scipy"], results["ours"]
     rows = [
         dict(implementation="scipy.sparse CSR (1 thread)", seconds=t_scipy, edges_per_s=work / t_scipy, speedup=1.0),

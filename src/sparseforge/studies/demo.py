@@ -32,7 +32,7 @@ DEFAULT_DENSITIES = (1.0, 0.5, 0.2, 0.1, 0.05, 0.02)
 class DemoConfig:
     """Settings of ``sparseforge demo`` (defaults: a few minutes on 2 cores)."""
 
-    net: tuple[int, ...] = (784, 112, 10)
+    net: tuple[int, ...] | None = None  # None: (inputs of the data, 112, classes of the data)
     densities: tuple[float, ...] = DEFAULT_DENSITIES
     dataset: str = "mnist"
     epochs: int = 15
@@ -40,6 +40,10 @@ class DemoConfig:
     lr: float = 2e-3
     seed: int = 0
     limit: int | None = None
+
+    def sizes(self, data: DataSplits) -> tuple[int, ...]:
+        """The layer sizes: ``net``, or ``(data.n_features, 112, data.n_classes)`` when ``net`` is None."""
+        return tuple(self.net) if self.net else (data.n_features, 112, data.n_classes)
 
     def train_config(self) -> TrainConfig:
         return TrainConfig(epochs=self.epochs, batch_size=self.batch_size, lr=self.lr, seed=self.seed,
@@ -65,16 +69,17 @@ def run_demo(
     run_dir = Path(run_dir)
     with RunStore(run_dir, cfg, command="demo", overwrite=overwrite) as store:
         data = data or load_dataset(cfg.dataset, seed=cfg.seed, limit=cfg.limit)
-        rows = [_density_run(cfg, data, rho, store, callbacks_for) for rho in cfg.densities]
-        write_outputs(rows, run_dir, cfg)
+        net = cfg.sizes(data)
+        rows = [_density_run(cfg, data, net, rho, store, callbacks_for) for rho in cfg.densities]
+        write_outputs(rows, run_dir, cfg, net)
     return rows
 
 
-def _density_run(cfg: DemoConfig, data: DataSplits, rho: float, store: RunStore,
+def _density_run(cfg: DemoConfig, data: DataSplits, net: tuple[int, ...], rho: float, store: RunStore,
                  callbacks_for: Callable[[str], Sequence[Callback]]) -> dict:
     """The row of one density: stored in ``store`` under its label, or trained now (resuming)."""
-    fan_out = allocate_density(cfg.net, rho)
-    topo = design(cfg.net, fan_out=fan_out, seed=cfg.seed)
+    fan_out = allocate_density(net, rho)
+    topo = design(net, fan_out=fan_out, seed=cfg.seed)
     label = "fc" if topo.rho_net == 1 else f"rho{100 * rho:g}"
     done = store.result(label)
     if done is not None:
@@ -104,22 +109,22 @@ def _density_run(cfg: DemoConfig, data: DataSplits, rho: float, store: RunStore,
     return row
 
 
-def write_outputs(rows: list[dict], run_dir: Path, cfg: DemoConfig) -> None:
+def write_outputs(rows: list[dict], run_dir: Path, cfg: DemoConfig, net: Sequence[int]) -> None:
     """table.csv, accuracy_vs_density.png and report.md in ``run_dir``."""
     fc = next((r for r in rows if r["rho_net"] == 1), None)
     figure = lambda path: plot_metric_vs_density(  # noqa: E731
-        [r for r in rows if r["rho_net"] < 1], path, title=f"{cfg.dataset}, N={tuple(cfg.net)}, {cfg.epochs} epochs",
+        [r for r in rows if r["rho_net"] < 1], path, title=f"{cfg.dataset}, N={tuple(net)}, {cfg.epochs} epochs",
         baseline=fc["test_acc"] if fc else None)
-    write_report(run_dir, report_markdown(rows, cfg), tables={"table.csv": rows},
+    write_report(run_dir, report_markdown(rows, cfg, net), tables={"table.csv": rows},
                  figures={"accuracy_vs_density.png": figure})
 
 
-def report_markdown(rows: list[dict], cfg: DemoConfig) -> str:
+def report_markdown(rows: list[dict], cfg: DemoConfig, net: Sequence[int]) -> str:
     fc = next((r for r in rows if r["rho_net"] == 1), None)
     lines = [
         f"# Pre-defined sparsity on {cfg.dataset}",
         "",
-        f"Network N_net = {tuple(cfg.net)}; every model trained from scratch for {cfg.epochs} epochs "
+        f"Network N_net = {tuple(net)}; every model trained from scratch for {cfg.epochs} epochs "
         f"(Adam, lr {cfg.lr:g} cosine-decayed, batch {cfg.batch_size}, seed {cfg.seed}). "
         "Sparse junctions have fixed in- and out-degrees chosen before training (structured family).",
         "",

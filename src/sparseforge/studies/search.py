@@ -38,14 +38,9 @@ RECIPES = Path(__file__).resolve().parent.parent / "recipes"
 # ---------------------------------------------------------------------------------------------- specs
 def recipe_path(name_or_path: str | os.PathLike) -> Path:
     """A YAML path as given, or a bundled recipe by name (``mlp-mnist`` -> ``recipes/search_mlp_mnist.yaml``)."""
-    p = Path(name_or_path)
-    if p.exists() or p.suffix in (".yaml", ".yml"):
-        return p
-    cand = RECIPES / f"search_{str(name_or_path).replace('-', '_')}.yaml"
-    if cand.exists():
-        return cand
-    known = sorted(f.stem[len("search_"):].replace("_", "-") for f in RECIPES.glob("search_*.yaml"))
-    raise ConfigError(f"search config {name_or_path!r} is neither a file nor a recipe; recipes: {', '.join(known)}")
+    from ..config import resolve_recipe
+
+    return resolve_recipe(name_or_path, "search_")
 
 
 def load_spec(path: str | os.PathLike, overrides: dict | None = None) -> SearchSpec:

@@ -62,11 +62,11 @@ ABSENT = _Absent()  # the value of a field missing on one side of a diff
 
 
 def settings_diff(old: Any, new: Any) -> list[tuple[str, Any, Any]]:
-    """Fields (dotted paths, sorted) whose values differ: ``(field, old, new)``; a side where the field is
+    """Fields (dotted paths; shallow ones first, then by name) whose values differ: ``(field, old, new)``; a side where the field is
     missing is :data:`ABSENT` (shown as "(absent)" by :func:`describe_diff`)."""
     a, b = _flatten(canonical(old)), _flatten(canonical(new))
     rows = []
-    for k in sorted(set(a) | set(b)):
+    for k in sorted(set(a) | set(b), key=lambda k: (k.count("."), k)):  # top-level fields first
         va, vb = a.get(k, ABSENT), b.get(k, ABSENT)
         if va != vb:
             rows.append((k, va, vb))

@@ -16,9 +16,9 @@ A thin wrapper around :func:`sparseforge.train.fit`, which stays the only traini
 * only rank 0 writes the run directory; other ranks checkpoint to a private temporary directory (a
   copy of rank 0's checkpoint on resume), so resume works on every rank.
 
-``python -m sparseforge.train.distributed --dataset digits --net 64,32,10 --density 0.5 --epochs 5``
-under ``torchrun --nproc-per-node 2`` trains a pre-defined sparse MLP this way and writes
-``result.json`` (rank 0) in ``--run-dir``.
+The command line's door to it is ``sparseforge train`` (every option, config files, resume): run it under
+``torchrun --nproc-per-node N -m sparseforge train ...`` (multi-node through torchrun's rendezvous), or
+let it launch itself with ``sparseforge train --nproc N``.
 """
 
 from __future__ import annotations
@@ -108,16 +108,17 @@ class DDP(DistributedDataParallel):
 
 def fit_distributed(model: nn.Module, data: DataSplits, config: TrainConfig, *,
                     callbacks: Iterable[Callback] = (), run_dir: str | os.PathLike | None = None,
-                    resume: bool = False) -> TrainState:
+                    resume: bool = False, settings: Any = None) -> TrainState:
     """:func:`fit` on this rank's shard with the model wrapped in DDP (needs an initialised process group,
     see :func:`init_from_env`; with world size 1 it is plain :func:`fit`).
 
     ``config.batch_size`` is the global batch: each rank takes ``batch_size // world`` (at least 1).
     Every rank must build ``model`` identically (DDP also broadcasts rank 0's parameters at wrap time).
-    Returns this rank's state (``state.model`` is the DDP wrapper; ``.module`` is the model).
+    Returns this rank's state (``state.model`` is the DDP wrapper; ``.module`` is the model). ``settings``
+    goes to :func:`fit` (hashed into the checkpoint).
     """
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() == 1:
-        return fit(model, data, config, callbacks=callbacks, run_dir=run_dir, resume=resume)
+        return fit(model, data, config, callbacks=callbacks, run_dir=run_dir, resume=resume, settings=settings)
     rank, world = dist.get_rank(), dist.get_world_size()
     full = data.train
     per = len(full) // world
@@ -129,12 +130,13 @@ def fit_distributed(model: nn.Module, data: DataSplits, config: TrainConfig, *,
     ddp = DDP(model)
     cbs = [ShardCallback(full, shard, rank, world, config.seed), *callbacks]
     if rank == 0:
-        return fit(ddp, local, cfg, callbacks=cbs, run_dir=run_dir, resume=resume)
+        return fit(ddp, local, cfg, callbacks=cbs, run_dir=run_dir, resume=resume, settings=settings)
     tmp = Path(tempfile.mkdtemp(prefix=f"sparseforge-rank{rank}-"))
     try:
         if resume and run_dir is not None and (Path(run_dir) / CHECKPOINT).exists():
             shutil.copy2(Path(run_dir) / CHECKPOINT, tmp / CHECKPOINT)
-        return fit(ddp, local, cfg, callbacks=cbs, run_dir=tmp if run_dir is not None else None, resume=resume)
+        return fit(ddp, local, cfg, callbacks=cbs, run_dir=tmp if run_dir is not None else None, resume=resume,
+                   settings=settings)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -219,43 +221,3 @@ def run_local(world: int, **kwargs: Any) -> list[dict]:
     if any(p.exitcode for p in procs):
         raise RuntimeError(f"distributed ranks exited with {[p.exitcode for p in procs]}")
     return sorted(results, key=lambda r: r["rank"])
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``torchrun``-launchable entry: trains with :func:`run_mlp`; rank 0 writes ``result.json`` in
-    ``--run-dir`` (and prints one JSON line when ``--print``)."""
-    import argparse
-    import json
-
-    from .. import io
-
-    ap = argparse.ArgumentParser(prog="python -m sparseforge.train.distributed")
-    ap.add_argument("--dataset", default="digits")
-    ap.add_argument("--net", default=None, help="layer sizes, e.g. 64,32,10")
-    ap.add_argument("--density", type=float, default=1.0)
-    ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=5e-3)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--limit", type=int, default=None)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--run-dir", default=None)
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--print", dest="print_json", action="store_true", help="rank 0 prints the result as JSON")
-    a = ap.parse_args(argv)
-    net = [int(v) for v in a.net.split(",")] if a.net else None
-    res = run_mlp(dataset=a.dataset, net=net, density=a.density, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr,
-                  seed=a.seed, limit=a.limit, run_dir=a.run_dir, resume=a.resume, threads=a.threads)
-    if res["rank"] == 0:
-        if a.run_dir:
-            io.write_json(Path(a.run_dir) / "distributed.json", res)
-        if a.print_json:
-            print(json.dumps(res))  # noqa: T201 - the entry point's one line of output
-    if dist.is_available() and dist.is_initialized():
-        dist.barrier()
-        dist.destroy_process_group()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -81,7 +81,12 @@ class TrainState:
 
 
 class Callback:
-    """Base class: override the hooks you need. Hooks run in the order the callbacks were given."""
+    """Base class: override the hooks you need. Hooks run in the order the callbacks were given.
+
+    A callback that reports progress itself sets ``shows_progress = True``; :func:`fit` then leaves out its
+    default report."""
+
+    shows_progress: bool = False
 
     def on_train_begin(self, state: TrainState) -> None: ...
 
@@ -172,6 +177,7 @@ def fit(
     callbacks: Iterable[Callback] = (),
     run_dir: str | Path | None = None,
     resume: bool = False,
+    progress: bool | None = None,
     settings: Any = None,
 ) -> TrainState:
     """Train ``model`` on ``data.train``, validating on ``data.val`` after every epoch.
@@ -192,8 +198,15 @@ def fit(
     ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``epoch_time_s`` (training only),
     ``lr``, ``params``, ``flops_per_sample`` and whatever callbacks added; after the last epoch
     ``state.metrics`` also has ``test_loss`` and ``test_acc``.
+
+    ``progress``: one line per epoch on stderr (:class:`~sparseforge.train.progress.EpochLog`). None (the
+    default): on unless a callback shows progress itself (``shows_progress``); False: quiet; True: always.
     """
     callbacks = list(callbacks)
+    if progress or (progress is None and not any(getattr(cb, "shows_progress", False) for cb in callbacks)):
+        from .progress import EpochLog
+
+        callbacks.append(EpochLog())  # last: the checkpointed states of the given callbacks keep their places
     optimizer = make_optimizer(model, config)
     run_dir = Path(run_dir) if run_dir is not None else None
     state = TrainState(model=model, optimizer=optimizer, config=config, data=data, run_dir=run_dir)
