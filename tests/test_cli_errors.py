@@ -127,7 +127,7 @@ def test_load_dataset_none_and_repr():
     with pytest.raises(ConfigError, match="dataset name must be a string"):
         load_dataset(None)
     with pytest.raises(ConfigError, match="known datasets: digits"):
-        load_dataset("cifar10")
+        load_dataset("imagenet")
     d = load_dataset("digits", limit=50)
     text = repr(d)
     assert text.startswith("DataSplits('digits', train=50") and "tensor" not in text and len(text) < 200
@@ -151,7 +151,7 @@ def test_corrupted_idx_file_is_a_user_error(tmp_path):
     (["bench", "linear", "--densities", "0"], "(0, 1]"), (["bench", "linear", "--densities", "2"], "(0, 1]"),
     (["bench", "batch", "--batches", "0"], ">= 1"), (["bench", "challenge", "--connections", "100", "--neurons", "64"],
                                                      "connections=100"),
-    (["train", "--dataset", "cifar10"], "known datasets"), (["train", "--lr", "inf", "--dataset", "digits"], "finite"),
+    (["train", "--dataset", "imagenet"], "known datasets"), (["train", "--lr", "inf", "--dataset", "digits"], "finite"),
     (["hw", "plan", "--clock-mhz", "inf"], "finite"), (["hw", "plan", "--clock-mhz", "nan"], "--clock-mhz"), (["train", "--seed", "-1"], "--seed"),
 ])
 def test_issue_examples_exit_2(argv, needle, tmp_path):

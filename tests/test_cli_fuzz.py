@@ -32,7 +32,7 @@ BASE = {
 TEXT = {
     "--net": ["abc", "0,10", "784"], "--fan-out": ["abc", "0,10", "99999,10"], "--fan-in": ["abc", "0"],
     "--density": ["0", "2", "-20%", "nan"], "--densities": ["0", "2", "nan"], "--group-densities": ["0", "nan"],
-    "--family": ["abc"], "--dataset": ["cifar10", ""], "--optimizer": ["rmsprop"], "--clock": ["abc"],
+    "--family": ["abc"], "--dataset": ["cifar10", "imagenet", ""], "--optimizer": ["rmsprop"], "--clock": ["abc"],
     "--mode": ["abc"], "--interleaver": ["abc", "4"], "--radices": ["abc", "0", ";"], "--widths": ["abc", "0"],
     "--z": ["abc", "0,0", "7,7"], "--batches": ["abc", "0"], "--threads": ["abc", "0"],
     "--sparsities": ["abc", "1", "nan"], "--retrain-sparsities": ["0", "inf"], "--methods": ["abc"],

@@ -87,8 +87,8 @@ def runs_to_code(runs: list[tuple[bool, int]]) -> str:
 
 # ----------------------------------------------------------------------------- registry / base
 def test_registry_and_unknown_name():
-    assert set(DATASETS) == {"mnist", "fashion-mnist", "digits", "morse"}
-    with pytest.raises(ValueError, match=r"'cifar'.*digits, fashion-mnist, mnist, morse"):
+    assert set(DATASETS) == {"mnist", "fashion-mnist", "digits", "morse", "cifar10", "cifar100"}
+    with pytest.raises(ValueError, match=r"'cifar'.*cifar10, cifar100, digits, fashion-mnist, mnist, morse"):
         load_dataset("cifar")
 
 

@@ -10,10 +10,11 @@ from typing import Any
 # command line start without loading torch.
 _EXPORTS = {
     "DataSplits": "data", "DatasetUnavailable": "data", "load_dataset": "data",
-    "DenseLinear": "nn", "SparseLinear": "nn", "SparseMLP": "nn",
+    "DenseLinear": "nn", "SparseLinear": "nn", "SparseMLP": "nn", "SparsifyReport": "nn", "sparsify": "nn",
     "NetworkTopology": "topology", "Pattern": "topology", "TopologyError": "topology",
     "allocate_density": "topology", "design": "topology", "fully_connected": "topology", "radix_net": "topology",
     "Callback": "train", "TrainConfig": "train", "evaluate": "train", "fit": "train",
+    "export": "deploy", "load": "deploy", "predict": "deploy",
 }
 
 
@@ -41,13 +42,18 @@ __all__ = [
     "Pattern",
     "SparseLinear",
     "SparseMLP",
+    "SparsifyReport",
     "TopologyError",
     "TrainConfig",
     "allocate_density",
     "design",
     "evaluate",
+    "export",
     "fit",
     "fully_connected",
+    "load",
     "load_dataset",
+    "predict",
     "radix_net",
+    "sparsify",
 ]

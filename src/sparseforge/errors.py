@@ -33,6 +33,7 @@ EXTRAS = {
     "matplotlib": ("matplotlib", "plots"),
     "sklearn": ("scikit-learn", "digits"),
     "zarr": ("zarr", "mnist"),
+    "onnx": ("onnx", "onnx"),
 }
 
 

@@ -51,12 +51,15 @@ def bench_linear(
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(5, min=1),
     clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    compile_density: Optional[float] = typer.Option(
+        0.1, min=1e-9, max=1, help="density of the torch.compile training-step row (0 < d <= 1); --no-compile skips it"),
+    compile: bool = typer.Option(True, help="also time a SparseMLP training step under torch.compile vs eager"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
     quiet: bool = typer.Option(False, help="no progress output"),
 ) -> None:
     """SparseLinear (each kernel backend) vs nn.Linear / torch.mm / oneDNN and torch CSR, forward and
-    training step, all timed in one interleaved run; speedup = best dense time / sparse time."""
-
+    training step, all timed in one interleaved run; speedup = best dense time / sparse time. Then a
+    SparseMLP training step compiled (torch.compile, fullgraph) vs eager."""
     _check_clock(clock, threads)
     dens = parse_densities(densities, "densities") or []
     gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
@@ -64,7 +67,7 @@ def bench_linear(
         raise UserError(f"--group: {group} must divide --n {n} (grouped patterns share index lists by groups)")
     output_file(json_out, "json")
     from .. import io
-    from ..studies.bench import kernel_table
+    from ..studies.bench import compile_step, kernel_table
 
     res = kernel_table(n=n, batch=batch, densities=dens, group=group, group_densities=gdens or [],
                        threads=threads, repeats=repeats, clock=clock,
@@ -76,6 +79,11 @@ def bench_linear(
             "speedup_fwd", "speedup_train")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
+    if compile:
+        res["compile"] = compile_step(n=n, batch=batch, density=compile_density, threads=threads, repeats=repeats,
+                                      clock=clock)
+        _print_rows(res["compile"], f"SparseMLP ({n}, {n}, 10) training step: torch.compile(fullgraph) vs eager "
+                                    "(compiled_vs_eager = compiled / eager time)")
     if json_out:
         io.write_json(json_out, res)
 

@@ -26,9 +26,9 @@ def _root(
 
 def _register_subcommands() -> None:
     """Every command group has a module of its own; the order is the order of ``--help``."""
-    from . import bench, hw, prune, recipes, search, ssl, study, topology, train
+    from . import bench, conv2, export, hw, prune, recipes, search, ssl, study, topology, train
 
-    for module in (topology, train, bench, study, prune, ssl, search, hw, recipes):
+    for module in (topology, train, export, bench, study, conv2, prune, ssl, search, hw, recipes):
         module.register(app)
 
 

@@ -30,7 +30,35 @@ def _list() -> None:
         t.add_column(c)
     for s in list_studies():
         t.add_row(s["name"], s["title"], ", ".join(f"{k} ({v})" for k, v in s["settings"].items()))
+    from ..studies.transformer import SETTINGS
+
+    t.add_row("transformer", "ViT with pre-defined sparse feed-forward layers: accuracy and step time vs dense",
+              ", ".join(f"{k} ({len(v.densities)})" for k, v in SETTINGS.items()))
     out.print(t)
+
+
+def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
+    """``sparseforge study transformer``: a code-defined study (no YAML recipe)."""
+    import torch
+
+    from ..runs.progress import Progress
+    from ..studies.transformer import SETTINGS, run_transformer_study
+
+    if setting not in SETTINGS:
+        raise UserError(f"--setting={setting!r} is not a setting of study transformer; choose one of {sorted(SETTINGS)}")
+    cfg = SETTINGS[setting]
+    torch.set_num_threads(cfg.threads)
+    rd = run_dir or Path("runs") / f"study_transformer_{setting}"
+    if not quiet:
+        err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
+    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
+                                notify=lambda msg: None if quiet else err.print(msg))
+    for r in res["timing"]:
+        a = next(x for x in res["accuracy"] if x["label"] == r["label"])
+        out.print(f"FF density {100 * a['ff_density']:.3g}%: test acc {100 * a['test_acc']:.2f}%, "
+                  f"{a['params']:,} params; at d_model {r['d_model']}: train step {r['model_train_speedup']:.2f}x, "
+                  f"inference {r['model_infer_speedup']:.2f}x, FF fwd+bwd {r['ff_train_speedup']:.2f}x vs dense")
+    out.print(f"wrote {rd}/report.md, table.csv, timing.csv, accuracy_vs_density.png, speedup_vs_density.png")
 
 
 def register(app: typer.Typer) -> None:
@@ -49,6 +77,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
         output_dir(run_dir, "run-dir")
+        if name == "transformer" and not list_:
+            _transformer(setting, run_dir, quiet)
+            return
         if list_:
             _list()
             return

@@ -5,12 +5,14 @@
   e.g. CUDA or half precision, still take the stock path). Selecting it when it cannot be built raises.
 * ``"auto"`` (default): native where it applies and is available, stock otherwise.
 
-The default comes from the environment variable ``SPARSEFORGE_BACKEND`` when set.
+The default comes from the environment variable ``SPARSEFORGE_BACKEND`` when set; an unknown value there
+is one :class:`RuntimeWarning` naming the allowed ones and ``"auto"`` is used (importing never fails on it).
 """
 
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -28,7 +30,15 @@ def _check(name: object, where: str = "backend") -> str:
     return str(name)
 
 
-_setting = _check(os.environ.get("SPARSEFORGE_BACKEND", "auto"), "SPARSEFORGE_BACKEND")
+def _from_environment() -> str:
+    try:
+        return _check(os.environ.get("SPARSEFORGE_BACKEND", "auto"), "SPARSEFORGE_BACKEND")
+    except ValueError as exc:
+        warnings.warn(f"{exc}; using 'auto'", RuntimeWarning, stacklevel=2)
+        return "auto"
+
+
+_setting = _from_environment()
 
 
 def set_backend(name: str) -> None:

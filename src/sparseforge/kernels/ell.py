@@ -18,7 +18,7 @@ Every product costs O(edges * batch) time and O(edges) extra memory; nothing is 
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -27,10 +27,6 @@ import torch.nn.functional as F
 from ..topology import Pattern
 from . import native
 from .backend import resolve_backend
-
-# torch marks CSR tensors as beta on every construction; sddmm builds one per backward pass.
-warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
-
 
 @dataclass(frozen=True)
 class SparseLayout:
@@ -47,6 +43,10 @@ class SparseLayout:
         t_indptr: ``[n_in + 1]`` CSR row pointers of the transposed pattern (``t_offsets = t_indptr[:-1]``).
         group, t_group: ``G`` when every ``G`` consecutive rows of the pattern (of its transpose) share one
             index list (G in 8, 4, 2; else 1); the native kernels then reuse each gathered row ``G`` times.
+
+    Every invariant is checked when a layout is built (also through ``dataclasses.replace`` and :meth:`to`):
+    a layout that exists is safe to hand to the kernels, which only re-check sizes. A broken one raises
+    :class:`ValueError` naming the field and what is wrong (O(edges) work, once per layout).
     """
 
     n_in: int
@@ -85,6 +85,16 @@ class SparseLayout:
             t_group=shared_index_group(pt),
         )
 
+    def __post_init__(self) -> None:
+        _validate(self)
+
+    @classmethod
+    def _unchecked(cls, **values) -> SparseLayout:
+        """A layout from fields already validated (inside the registered ops): no O(edges) checks."""
+        layout = object.__new__(cls)
+        layout.__dict__.update(_DEFAULTS, **values)  # not setattr: the dataclass is frozen (and this is hot)
+        return layout
+
     @property
     def edges(self) -> int:
         return int(self.indices.numel())
@@ -97,6 +107,78 @@ class SparseLayout:
         """The same layout on another device."""
         moved = {k: (v.to(device) if isinstance(v, torch.Tensor) else v) for k, v in self.__dict__.items()}
         return SparseLayout(**moved)
+
+
+_DEFAULTS = {f.name: f.default for f in fields(SparseLayout)}
+
+
+def _validate(layout: SparseLayout) -> None:
+    """Raise ValueError unless ``layout`` is a consistent pattern + transpose (see :class:`SparseLayout`)."""
+    def bad(field: str, what: str) -> ValueError:
+        return ValueError(f"SparseLayout.{field}: {what}")
+
+    for name in ("n_in", "n_out", "group", "t_group"):
+        v = getattr(layout, name)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise bad(name, f"must be a positive int, got {v!r}")
+    tensors = {f.name: getattr(layout, f.name) for f in fields(layout) if f.name not in ("n_in", "n_out", "group", "t_group")}
+    device = None
+    for name, t in tensors.items():
+        if t is None and name in ("ell", "t_ell"):
+            continue
+        if not isinstance(t, torch.Tensor):
+            raise bad(name, f"must be a torch.Tensor, got {type(t).__name__}")
+        if t.dtype != torch.int64:
+            raise bad(name, f"must be int64, got {t.dtype}")
+        if device is None:
+            device = t.device
+        elif t.device != device:
+            raise bad(name, f"is on {t.device}, the other index tensors on {device}")
+    n_in, n_out = layout.n_in, layout.n_out
+    for name, n, idx_name, bound in (("indptr", n_out, "indices", n_in), ("t_indptr", n_in, "t_indices", n_out)):
+        ptr, idx = tensors[name], tensors[idx_name]
+        if ptr.dim() != 1 or ptr.numel() != n + 1:
+            raise bad(name, f"must be 1-D with {n + 1} entries, got shape {tuple(ptr.shape)}")
+        if idx.dim() != 1:
+            raise bad(idx_name, f"must be 1-D, got shape {tuple(idx.shape)}")
+        if int(ptr[0]) != 0 or int(ptr[-1]) != idx.numel():
+            raise bad(name, f"must run from 0 to edges={idx.numel()}, got {int(ptr[0])} .. {int(ptr[-1])}")
+        if n and bool((ptr[1:] < ptr[:-1]).any()):
+            raise bad(name, "must be non-decreasing")
+        if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= bound):
+            raise bad(idx_name, f"must lie in [0, {bound}), got [{int(idx.min())}, {int(idx.max())}]")
+    edges = tensors["indices"].numel()
+    if tensors["t_indices"].numel() != edges or tensors["t_perm"].shape != (edges,):
+        raise bad("t_perm", f"the transpose must have edges={edges} entries, got t_indices "
+                  f"{tuple(tensors['t_indices'].shape)}, t_perm {tuple(tensors['t_perm'].shape)}")
+    if not torch.equal(tensors["t_offsets"], tensors["t_indptr"][:-1]):
+        raise bad("t_offsets", "must equal t_indptr[:-1]")
+    perm = tensors["t_perm"]
+    if edges:
+        if int(perm.min()) < 0 or int(perm.max()) >= edges or bool(
+                (torch.bincount(perm, minlength=edges) != 1).any()):
+            raise bad("t_perm", f"must be a permutation of range({edges})")
+        rows = torch.repeat_interleave(torch.arange(n_out, device=device), tensors["indptr"].diff())
+        t_rows = torch.repeat_interleave(torch.arange(n_in, device=device), tensors["t_indptr"].diff())
+        if not (torch.equal(tensors["t_indices"], rows[perm]) and torch.equal(t_rows, tensors["indices"][perm])):
+            raise bad("t_perm", "the transposed pattern (t_indptr, t_indices, t_perm) is not the transpose of "
+                      "(indptr, indices)")
+    for name, ptr, idx, n, ell in (("group", "indptr", "indices", n_out, "ell"),
+                                   ("t_group", "t_indptr", "t_indices", n_in, "t_ell")):
+        g, ptr_t, idx_t, ell_t = getattr(layout, name), tensors[ptr], tensors[idx], tensors[ell]
+        deg = ptr_t.diff()
+        fixed = bool(deg.numel() == 0 or (deg == deg[0]).all())
+        if ell_t is not None:
+            d = int(deg[0]) if deg.numel() else 0
+            if not fixed or tuple(ell_t.shape) != (n, d) or not torch.equal(ell_t.reshape(-1), idx_t):
+                raise bad(ell, f"must be None or indices viewed as [{n}, in-degree] of a fixed-degree pattern")
+        if g == 1:
+            continue
+        if g not in (2, 4, 8) or n % g:
+            raise bad(name, f"must be 1, 2, 4 or 8 and divide the {n} rows, got {g}")
+        if not fixed or (idx_t.numel() and not bool(
+                (idx_t.view(n // g, g, -1) == idx_t.view(n // g, g, -1)[:, :1]).all())):
+            raise bad(name, f"claims every {g} consecutive rows share one index list, but they do not")
 
 
 def gather_sum(ell: torch.Tensor | None, flat: torch.Tensor, offsets: torch.Tensor,
@@ -124,10 +206,12 @@ def sddmm(layout: SparseLayout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> 
     ``grad_y_fm``: ``[n_out, batch]``; ``x_fm``: ``[n_in, batch]``.
     """
     # zeros, not empty: sampled_addmm multiplies the input by beta=0, and 0 * (uninitialised NaN) is NaN
-    pattern = torch.sparse_csr_tensor(
-        layout.indptr, layout.indices, torch.zeros(layout.edges, dtype=x_fm.dtype, device=x_fm.device),
-        size=(layout.n_out, layout.n_in), check_invariants=False,
-    )
+    with warnings.catch_warnings():  # torch warns that CSR tensors are beta; scoped, not a global filter
+        warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+        pattern = torch.sparse_csr_tensor(
+            layout.indptr, layout.indices, torch.zeros(layout.edges, dtype=x_fm.dtype, device=x_fm.device),
+            size=(layout.n_out, layout.n_in), check_invariants=False,
+        )
     return torch.sparse.sampled_addmm(pattern, grad_y_fm, x_fm.t(), beta=0.0).values()
 
 
@@ -160,73 +244,3 @@ def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, t
 
 #: backend name -> (spmm, sddmm) with the signatures of :func:`stock_spmm` and :func:`sddmm`.
 PRODUCTS = {"stock": (stock_spmm, sddmm), "native": (native.spmm, native.sddmm)}
-
-
-class EllProduct(torch.autograd.Function):
-    """``y_fm = W x_fm (+ bias[:, None])`` for the sparse ``W`` given by ``(layout, values)``; the bias is added
-    inside the product (no extra pass over ``y``).
-
-    The backend (:func:`~sparseforge.kernels.resolve_backend`) is chosen at forward time from the tensors'
-    device and dtype and kept for the backward pass.
-    """
-
-    @staticmethod
-    def forward(ctx, x_fm: torch.Tensor, values: torch.Tensor, bias: torch.Tensor | None,
-                layout: SparseLayout) -> torch.Tensor:
-        flat_values = values.reshape(-1)
-        ctx.layout = layout
-        ctx.products = PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)]
-        ctx.save_for_backward(x_fm, flat_values)
-        ctx.values_shape = values.shape
-        return ctx.products[0](layout, flat_values, x_fm, bias=None if bias is None else bias.contiguous())
-
-    @staticmethod
-    def backward(ctx, grad_y_fm: torch.Tensor):
-        layout: SparseLayout = ctx.layout
-        spmm, sampled = ctx.products
-        x_fm, flat_values = ctx.saved_tensors
-        grad_y_fm = grad_y_fm.contiguous()
-        grad_x = grad_v = grad_b = None
-        if ctx.needs_input_grad[0]:
-            grad_x = spmm(layout, flat_values, grad_y_fm, transposed=True)
-        if ctx.needs_input_grad[1]:
-            grad_v = sampled(layout, grad_y_fm, x_fm).view(ctx.values_shape)
-        if ctx.needs_input_grad[2]:
-            grad_b = grad_y_fm.sum(1)
-        return grad_x, grad_v, grad_b, None
-
-
-def sparse_matmul_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
-                     bias: torch.Tensor | None = None) -> torch.Tensor:
-    """Differentiable ``[n_out, batch] = W[n_out, n_in] @ x_fm[n_in, batch] (+ bias[n_out, None])`` for a
-    sparse ``W``.
-
-    ``values`` holds one entry per edge in CSR order, shaped ``[edges]`` or ``[n_out, d_in]``.
-    """
-    _check_operands(x_fm, values, layout, bias)
-    return EllProduct.apply(x_fm, values, bias, layout)
-
-
-@torch.no_grad()
-def sparse_inference_fm(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
-                        bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
-    """Inference only (no autograd): ``[n_out, batch] = clamp(W @ x_fm + bias[:, None], lo, hi)``.
-
-    The bias and the clamp (e.g. ``(0, 32)``: a ReLU capped at 32, as in the Sparse DNN Graph Challenge) are
-    applied inside the product while each output row is in cache, so a layer costs one pass over its output.
-    """
-    _check_operands(x_fm, values, layout, bias)
-    if clamp is not None and not (len(clamp) == 2 and clamp[0] <= clamp[1]):
-        raise ValueError(f"clamp must be (lo, hi) with lo <= hi, got {clamp!r}")
-    spmm = PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)][0]
-    return spmm(layout, values.reshape(-1), x_fm, bias=bias, clamp=None if clamp is None else tuple(map(float, clamp)))
-
-
-def _check_operands(x_fm: torch.Tensor, values: torch.Tensor, layout: SparseLayout, bias: torch.Tensor | None) -> None:
-    if x_fm.dim() != 2 or x_fm.shape[0] != layout.n_in:
-        raise ValueError(f"x_fm must be [n_in={layout.n_in}, batch], got {tuple(x_fm.shape)}")
-    if values.numel() != layout.edges or values.dtype != x_fm.dtype:
-        raise ValueError(f"values must hold one {x_fm.dtype} per edge ({layout.edges}), got "
-                         f"{values.numel()} of {values.dtype}")
-    if bias is not None and (bias.shape != (layout.n_out,) or bias.dtype != x_fm.dtype):
-        raise ValueError(f"bias must be [n_out={layout.n_out}] of {x_fm.dtype}, got {tuple(bias.shape)} of {bias.dtype}")

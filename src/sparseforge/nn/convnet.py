@@ -1,6 +1,6 @@
 """A configurable small CNN for model search (seed 003's levels 1-3) with a pre-defined sparse classifier.
 
-``[batch, C, H, W]`` -> per conv layer ``i``: ``Conv2d(k_i x k_i, 'same' padding, groups)`` ->
+``[batch, C, H, W]`` -> per conv layer ``i``: ``Conv2d(k_i x k_i, 'same' or 'valid' padding, groups)`` ->
 (``BatchNorm2d``) -> ReLU -> downsampling (``"pool"``: 2x2 max-pool, ``"stride"``: the conv has stride 2,
 ``"none"``) -> flatten -> :class:`~sparseforge.nn.SparseMLP` over ``(C_L * H_L * W_L, *hidden, n_classes)``
 with the given junction densities (dense junctions become plain GEMMs).
@@ -21,6 +21,7 @@ from ..topology import NetworkTopology, design
 from .mlp import SparseMLP
 
 DOWNSAMPLE = ("none", "pool", "stride")
+PADDING = ("same", "valid")
 
 
 def _per_layer(v, n: int, name: str) -> list:
@@ -38,40 +39,49 @@ class ConvNet(nn.Module):
         n_classes: outputs.
         channels: output channels per conv layer (its length is the number of conv layers; may be empty).
         kernels: kernel size per layer (or one for all); odd sizes keep the map size.
+        padding: per layer (or one for all) ``"same"`` (``k // 2`` zeros each side) or ``"valid"`` (none).
         downsample: per layer (or one for all) one of ``"none"``, ``"pool"``, ``"stride"``.
         batch_norm: BatchNorm2d after every conv (the conv then has no bias).
         groups: grouped convolutions (per layer ``gcd(groups, C_in, C_out)``).
         hidden: hidden layer widths of the classifier.
         density: classifier junction densities (one per junction, or one for all), rounded to realisable
             degrees by :func:`sparseforge.topology.design`.
+        fan_out: classifier out-degrees per junction instead of ``density`` (as the seeds' tables give them).
         family, seed: the classifier's pattern family and seed.
     """
 
     def __init__(self, in_shape: Sequence[int], n_classes: int, channels: Sequence[int], *,
                  kernels: Sequence[int] | int = 3, downsample: Sequence[str] | str = "pool",
-                 batch_norm: bool = False, groups: int = 1, hidden: Sequence[int] = (),
-                 density: Sequence[float] | float = 1.0, family: str = "structured", seed: int = 0) -> None:
+                 padding: Sequence[str] | str = "same", batch_norm: bool = False, groups: int = 1,
+                 hidden: Sequence[int] = (), density: Sequence[float] | float | None = 1.0,
+                 fan_out: Sequence[int] | None = None, family: str = "structured", seed: int = 0) -> None:
         super().__init__()
         if len(in_shape) != 3:
             raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
         n = len(channels)
         kernels = _per_layer(kernels, n, "kernels")
         downsample = _per_layer(downsample, n, "downsample")
+        padding = _per_layer(padding, n, "padding")
         c, h, w = (int(v) for v in in_shape)
         layers: list[nn.Module] = []
         self._conv_flops = 0
-        for i, (out_c, k, ds) in enumerate(zip(channels, kernels, downsample)):
+        for i, (out_c, k, ds, pad) in enumerate(zip(channels, kernels, downsample, padding)):
             if ds not in DOWNSAMPLE:
                 raise ValueError(f"downsample[{i}]={ds!r}: choose one of {DOWNSAMPLE}")
+            if pad not in PADDING:
+                raise ValueError(f"padding[{i}]={pad!r}: choose one of {PADDING}")
             if int(k) < 1 or int(out_c) < 1:
                 raise ValueError(f"layer {i}: kernel {k} and channels {out_c} must be positive")
             g = math.gcd(int(groups), c, int(out_c))
             can_down = min(h, w) >= 2
             stride = 2 if ds == "stride" and can_down else 1
-            conv = nn.Conv2d(c, int(out_c), int(k), stride=stride, padding=int(k) // 2, groups=g, bias=not batch_norm)
+            p = int(k) // 2 if pad == "same" else 0
+            if min(h, w) + 2 * p < int(k):
+                raise ValueError(f"layer {i}: a {k}x{k} '{pad}' convolution does not fit the {h}x{w} feature map")
+            conv = nn.Conv2d(c, int(out_c), int(k), stride=stride, padding=p, groups=g, bias=not batch_norm)
             layers.append(conv)
-            h = (h + 2 * (int(k) // 2) - int(k)) // stride + 1
-            w = (w + 2 * (int(k) // 2) - int(k)) // stride + 1
+            h = (h + 2 * p - int(k)) // stride + 1
+            w = (w + 2 * p - int(k)) // stride + 1
             self._conv_flops += 2 * (c // g) * int(k) * int(k) * int(out_c) * h * w
             if batch_norm:
                 layers.append(nn.BatchNorm2d(int(out_c)))
@@ -83,7 +93,9 @@ class ConvNet(nn.Module):
         self.features = nn.Sequential(*layers)
         self.feature_shape = (c, h, w)
         sizes = (c * h * w, *(int(v) for v in hidden), int(n_classes))
-        self.topology: NetworkTopology = design(sizes, density=density, family=family, seed=seed)
+        if fan_out is not None:
+            density = None
+        self.topology: NetworkTopology = design(sizes, density=density, fan_out=fan_out, family=family, seed=seed)
         self.classifier = SparseMLP(self.topology)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -93,6 +105,11 @@ class ConvNet(nn.Module):
         """Stored trainable values: conv (and BN) parameters plus the classifier's edges and biases."""
         conv = sum(p.numel() for p in self.features.parameters() if p.requires_grad)
         return conv + self.classifier.num_parameters()
+
+    @property
+    def conv_flops(self) -> int:
+        """Forward FLOPs per sample of the convolutions alone (2 per multiply-add)."""
+        return self._conv_flops
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs per sample: 2 per multiply-add of the convolutions, plus the classifier's."""

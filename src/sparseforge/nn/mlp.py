@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 
@@ -35,23 +37,40 @@ def junction_layer(pattern: Pattern, bias: bool = True) -> nn.Module:
 class SparseMLP(nn.Module):
     """MLP with one (sparse or dense) linear layer per junction and ReLU between them.
 
-    Input ``[batch, *sample_shape]`` is flattened to ``[batch, N_0]``, transposed once to feature-major
-    ``[N_0, batch]``, kept feature-major through every layer, and transposed back at the end: output
-    ``[batch, N_L]`` logits.
+    Input ``[*, N_0]`` (any leading dims, e.g. ``[batch, seq, N_0]``, or an empty batch) or
+    ``[batch, *sample_shape]`` with ``prod(sample_shape) = N_0`` (e.g. images ``[batch, 1, 28, 28]``) is
+    flattened to ``[rows, N_0]``, transposed once to feature-major ``[N_0, rows]``, kept feature-major through
+    every layer, and transposed back at the end: output ``[*, N_L]`` (``[batch, N_L]`` for sample shapes).
+    The input's dtype must be the model's (as for ``nn.Linear``).
     """
 
     def __init__(self, topology: NetworkTopology, bias: bool = True) -> None:
         super().__init__()
+        if not isinstance(topology, NetworkTopology):
+            raise ValueError(f"SparseMLP(topology=...) needs a sparseforge.NetworkTopology (e.g. "
+                             f"sparseforge.design((784, 112, 10), density=0.2)), got {type(topology).__name__}")
         self.topology = topology
         self.layers = nn.ModuleList(junction_layer(p, bias) for p in topology.patterns)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = x.reshape(x.shape[0], -1).t()
+        n_in = self.topology.sizes[0]
+        if x.dim() >= 1 and x.shape[-1] == n_in:
+            lead = x.shape[:-1]
+        elif x.dim() >= 2 and math.prod(x.shape[1:]) == n_in:
+            lead = x.shape[:1]
+        else:
+            raise ValueError(f"SparseMLP: input of shape {tuple(x.shape)}; expected [*, {n_in}] or "
+                             f"[batch, *sample_shape] with {n_in} values per sample")
+        dtype = self.layers[0].weight.dtype
+        if x.dtype != dtype:
+            raise ValueError(f"SparseMLP: input is {x.dtype} but the model is {dtype}: give x.to({dtype}) "
+                             f"or convert the model (.to({x.dtype}))")
+        h = x.reshape(-1, n_in).t()
         for i, layer in enumerate(self.layers):
             h = layer.forward_fm(h)
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
-        return h.t()
+        return h.t().reshape(*lead, h.shape[0])
 
     def num_parameters(self) -> int:
         """Trainable values actually stored (edges + biases)."""

@@ -6,7 +6,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..kernels import SparseLayout, sparse_matmul_fm
+from ..kernels import SparseLayout
+from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
 from ..topology import Pattern
 
 
@@ -17,6 +18,11 @@ class SparseLinear(nn.Module):
     CSR order), the index buffers of the pattern and its transpose, and ``bias[n_out]``. Forward and both
     backward products cost O(edges * batch); the optimizer touches only the ``edges`` values.
 
+    Takes inputs as ``nn.Linear`` does: ``[*, n_in]`` (any leading dims, an empty batch, non-contiguous), of
+    the layer's dtype (float32/float64 computed as they are; float16/bfloat16 computed in float32 and cast
+    back). The products are registered torch ops: ``torch.compile(fullgraph=True)`` and ``torch.export``
+    trace through them.
+
     Args:
         pattern: which connections exist.
         bias: learn an additive bias.
@@ -25,16 +31,28 @@ class SparseLinear(nn.Module):
 
     def __init__(self, pattern: Pattern, bias: bool = True, *, device=None, dtype=None) -> None:
         super().__init__()
+        if not isinstance(pattern, Pattern):
+            raise ValueError(f"SparseLinear(pattern=...) needs a sparseforge.Pattern (e.g. "
+                             f"sparseforge.topology.structured(n_in, n_out, d_out)), got {type(pattern).__name__}")
+        allowed = COMPUTE_DTYPES + UPCAST
+        if dtype is not None and dtype not in allowed:
+            raise ValueError(f"SparseLinear(dtype={dtype}): allowed dtypes are "
+                             f"{', '.join(str(d).removeprefix('torch.') for d in allowed)}")
         self.pattern = pattern
         self.in_features, self.out_features = pattern.n_in, pattern.n_out
         shape = (pattern.n_out, pattern.d_in) if pattern.is_fixed_in_degree else (pattern.edges,)
         self.weight = nn.Parameter(torch.empty(shape, device=device, dtype=dtype))
         self.bias = nn.Parameter(torch.empty(pattern.n_out, device=device, dtype=dtype)) if bias else None
         self._layout = SparseLayout.from_pattern(pattern, device=device)
-        # the pattern travels with state_dict (and .to(device)) as buffers
+        # the pattern travels with state_dict (and .to(device)) as buffers; the transpose is derived, so it is
+        # a buffer (moved with the layer, seen by torch.export) but not saved
         self.register_buffer("indptr", self._layout.indptr, persistent=True)
         self.register_buffer("indices", self._layout.indices, persistent=True)
+        for name in self._DERIVED:
+            self.register_buffer(name, getattr(self._layout, name), persistent=False)
         self.reset_parameters()
+
+    _DERIVED = ("t_indptr", "t_indices", "t_perm")
 
     # ------------------------------------------------------------------ initialisation
     def reset_parameters(self, generator: torch.Generator | None = None) -> None:
@@ -56,7 +74,14 @@ class SparseLinear(nn.Module):
     # ------------------------------------------------------------------ state
     def _apply(self, fn, recurse=True):
         super()._apply(fn, recurse)
-        self._layout = self._layout.to(self.indices.device)
+        layout = self._layout
+        if self.indices.device != layout.indices.device:  # the layout's tensors are the buffers themselves
+            moved = {name: getattr(self, name) for name in ("indptr", "indices") + self._DERIVED}
+            self._layout = SparseLayout(
+                n_in=layout.n_in, n_out=layout.n_out, **moved, t_offsets=moved["t_indptr"][:-1],
+                ell=None if layout.ell is None else moved["indices"].view(layout.ell.shape),
+                t_ell=None if layout.t_ell is None else moved["t_indices"].view(layout.t_ell.shape),
+                group=layout.group, t_group=layout.t_group)
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
@@ -72,10 +97,19 @@ class SparseLinear(nn.Module):
     # ------------------------------------------------------------------ compute
     def forward_fm(self, x_fm: torch.Tensor) -> torch.Tensor:
         """Feature-major forward: ``[n_in, batch] -> [n_out, batch]`` (no transposes)."""
-        return sparse_matmul_fm(x_fm, self.weight, self._layout, self.bias)
+        layout = self._layout
+        check_operands(x_fm, self.weight, layout, self.bias)
+        if not tracing():
+            return linear_fm(x_fm, self.weight, self.bias, layout)
+        # traced: the buffers themselves (not the layout's references to them), so torch.export sees buffers
+        return linear_fm(x_fm, self.weight, self.bias, layout,
+                         (self.indptr, self.indices, self.t_indptr, self.t_indices, self.t_perm))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., n_in] -> [..., n_out]``."""
+        if x.dim() == 0 or x.shape[-1] != self.in_features:
+            raise ValueError(f"SparseLinear: input of shape {tuple(x.shape)}; the last dimension must be "
+                             f"in_features={self.in_features}")
         lead = x.shape[:-1]
         y_fm = self.forward_fm(x.reshape(-1, self.in_features).t())
         return y_fm.t().reshape(*lead, self.out_features)

@@ -168,6 +168,46 @@ def kernel_table(
     )
 
 
+def compile_step(n: int = 4096, batch: int = 256, density: float = 0.1, threads: int = 2, repeats: int = 5,
+                 clock: str = "wall", seed: int = 0) -> list[dict]:
+    """A SparseMLP ``(n, n, 10)`` training step (forward, cross-entropy, backward, SGD step) eager and with the
+    forward+loss under ``torch.compile(fullgraph=True)``, per backend, timed in one interleaved run.
+
+    Returns one row per backend: ``eager_ms``, ``compiled_ms`` and ``compiled_vs_eager`` (compiled / eager
+    time; above 1 means compiling made the step slower). The compile itself happens in the warm-up.
+    """
+    import torch.nn.functional as F
+
+    from ..nn import SparseMLP
+    from ..topology import NetworkTopology
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    topo = NetworkTopology((n, n, 10), (structured(n, n, _out_degree(n, density), seed=seed), Pattern.full(n, 10)))
+    x, y = torch.randn(batch, n), torch.randint(0, 10, (batch,))
+    fns = {}
+    for backend in _available_backends():
+        for mode in ("eager", "compiled"):
+            model = SparseMLP(topo)
+            opt = torch.optim.SGD(model.parameters(), lr=1e-3)
+
+            def loss_fn(m=model):
+                return F.cross_entropy(m(x), y)
+
+            fwd = torch.compile(loss_fn, fullgraph=True) if mode == "compiled" else loss_fn
+
+            def step(fwd=fwd, opt=opt, backend=backend) -> None:
+                with use_backend(backend):
+                    opt.zero_grad(set_to_none=True)
+                    fwd().backward()
+                    opt.step()
+
+            fns[(backend, mode)] = step
+    t = interleaved_times(fns, repeats, 2, clock)
+    return [dict(backend=b, density=density, eager_ms=1e3 * t[(b, "eager")], compiled_ms=1e3 * t[(b, "compiled")],
+                 compiled_vs_eager=t[(b, "compiled")] / t[(b, "eager")]) for b in _available_backends()]
+
+
 def batch_sweep(
     n: int = 4096,
     density: float = 0.1,

@@ -43,6 +43,19 @@ class NetworkTopology:
                     f"junction {i + 1}: pattern is {p.n_in} -> {p.n_out}, sizes say {self.sizes[i]} -> {self.sizes[i + 1]}"
                 )
 
+    def save(self, path) -> None:
+        """Write to one ``.npz`` file (see :mod:`.storage`: versioned, checksummed, atomic)."""
+        from .storage import save_topology
+
+        save_topology(self, path)
+
+    @classmethod
+    def load(cls, path) -> NetworkTopology:
+        """Read a file written by :meth:`save`; a damaged or mismatched file raises :class:`TopologyError`."""
+        from .storage import load_topology
+
+        return load_topology(path, kind="network")
+
     @property
     def edges(self) -> int:
         """Total number of connections (weights, biases excluded)."""

@@ -192,6 +192,19 @@ class Pattern:
     def transpose(self) -> Pattern:
         return self.transpose_order()[0]
 
+    def save(self, path) -> None:
+        """Write to one ``.npz`` file (see :mod:`.storage`: versioned, checksummed, atomic)."""
+        from .storage import save_topology
+
+        save_topology(self, path)
+
+    @classmethod
+    def load(cls, path) -> Pattern:
+        """Read a file written by :meth:`save`; a damaged or mismatched file raises :class:`TopologyError`."""
+        from .storage import load_topology
+
+        return load_topology(path, kind="pattern")
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, Pattern):
             return NotImplemented

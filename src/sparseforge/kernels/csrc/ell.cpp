@@ -322,6 +322,15 @@ void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t 
               group);
   TORCH_CHECK((indptr.numel() - 1) % group == 0, "sparseforge: rows=", indptr.numel() - 1,
               " is not a multiple of group=", group);
+  TORCH_CHECK(indptr.device().is_cpu() && indices.device().is_cpu(), "sparseforge: indptr and indices must be on the CPU");
+  // O(rows) sanity of the row pointers (indices themselves are range-checked once, when the layout is built)
+  const int64_t* ip = indptr.data_ptr<int64_t>();
+  const int64_t rows = indptr.numel() - 1;
+  TORCH_CHECK(ip[0] == 0 && ip[rows] == indices.numel(), "sparseforge: indptr must run from 0 to edges=",
+              indices.numel(), ", got ", ip[0], " .. ", ip[rows]);
+  bool monotone = true;
+  for (int64_t r = 0; r < rows; ++r) monotone &= ip[r] <= ip[r + 1];
+  TORCH_CHECK(monotone, "sparseforge: indptr must be non-decreasing");
 }
 
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype) {
@@ -394,6 +403,7 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
                 std::optional<double> hi, const std::optional<at::Tensor>& perm, int64_t tile) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", values.scalar_type());
+  TORCH_CHECK(x.device().is_cpu() && values.device().is_cpu(), "sparseforge: x and values must be on the CPU");
   TORCH_CHECK(values.is_contiguous() && values.numel() == indices.numel(),
               "sparseforge: values must be contiguous with one entry per edge");
   TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
@@ -433,6 +443,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
   check_pattern(indptr, indices, group);
   check_rows(x, "x", gy.scalar_type());
   check_rows(gy, "gy", gy.scalar_type());
+  TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
   TORCH_CHECK(gy.size(0) == rows && gy.size(1) == B, "sparseforge: gy must be [rows=", rows, ", batch=", B, "]");
   at::Tensor out = at::empty({indices.numel()}, x.options());

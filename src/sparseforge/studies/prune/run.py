@@ -16,13 +16,14 @@ from torch import nn
 
 from ... import io
 from ...data import DataSplits
+from ...errors import RunError
 from ...nn import SparseMLP
 from ...nn.zoo import build_model as zoo_model
 from ...prune import (Pruner, apply_masks, extract_masks, layer_sparsity, mask_topology, masked_layers, prune_once,
                       to_sparse)
-from ...train import Callback, evaluate, fit
 from ...runs import RunStore, canonical
 from ...runs.timing import best_time
+from ...train import Callback, evaluate, fit, load_checkpoint, save_checkpoint
 from .report import plot_bench, plot_iterative, plot_retrain, plot_sweep, report_markdown
 from .schema import METHODS, PARTS, PruneSpec
 
@@ -43,6 +44,9 @@ def _quiet(label: str, row: dict) -> None:
 def build_model(name: str, data: DataSplits) -> nn.Module:
     """The dense architecture ``name`` (one of :data:`MODELS`) sized for ``data``."""
     return zoo_model(name, data.sample_shape, data.n_classes)
+
+
+MODEL = "model.pt"  # a finished sub-run's trained weights (and masks)
 
 
 def _label(method: str, s: float) -> str:
@@ -70,18 +74,27 @@ def dense_model(cfg: PruneSpec, data: DataSplits, run_dir: Path,
         row = dict(method="dense", target=0.0, sparsity=0.0, test_acc=state.metrics["test_acc"],
                    val_acc=state.metrics["val_acc"], params=sum(p.numel() for p in model.parameters()),
                    train_time_s=sum(h["epoch_time_s"] for h in state.history))
-        io.torch_save(sub / "model.pt", model.state_dict())
+        save_checkpoint(sub / MODEL, model.state_dict())
         io.write_json(sub / "result.json", {"row": row, "history": state.history})
         notify("dense", row)
         return model, row
-    model.load_state_dict(torch.load(sub / "model.pt", weights_only=True))
+    model.load_state_dict(_trained_state(sub))
     return model, done["row"]
+
+
+def _trained_state(sub: Path) -> dict:
+    """The state dict a finished sub-run saved (checksummed: a damaged file is refused, never loaded)."""
+    loaded = load_checkpoint(sub / MODEL, check_settings=False)
+    if loaded is None:
+        raise RunError(f"{sub / MODEL} is missing though {sub / 'result.json'} says the sub-run finished; "
+                       "rerun with --overwrite")
+    return loaded.payload
 
 
 def _masked_model(cfg: PruneSpec, data: DataSplits, sub: Path) -> nn.Module:
     """Rebuild a pruned sub-run's model (masked layers with its trained weights and masks)."""
     model = build_model(cfg.model, data)
-    state = torch.load(sub / "model.pt", weights_only=True)
+    state = _trained_state(sub)
     masks = {k[: -len(".mask")]: v for k, v in state.items() if k.endswith(".mask")}
     apply_masks(model, masks)
     model.load_state_dict(state)
@@ -167,7 +180,7 @@ def _pruned_train(cfg: PruneSpec, data: DataSplits, dense_state: dict, method: s
                params=sum(l.num_parameters() for l in masked_layers(model).values()),
                train_time_s=time.perf_counter() - t0)
     layers = [dict(method=method, target=s, **r, threshold=thresholds.get(r["layer"])) for r in table]
-    io.torch_save(sub / "model.pt", model.state_dict())
+    save_checkpoint(sub / MODEL, model.state_dict())
     out = {"row": row, "layers": layers, "history": state.history}
     if pruner is not None:
         out["prune_log"] = pruner.log
