@@ -13,7 +13,7 @@ from typing import Optional
 import typer
 
 from .console import err, out
-from .parse import output_dir
+from .parse import UserError, output_dir
 from ..config import ConfigError, drop_none, load_yaml, merge, parse, recipe_names, resolve_recipe
 
 RECIPES = tuple(recipe_names("ssl_"))
@@ -86,6 +86,8 @@ def register(app: typer.Typer) -> None:
         from ..studies.ssl import run_ssl
 
         output_dir(run_dir, "run-dir")
+        if recipe is not None and not recipe.strip():
+            raise UserError(f"--recipe: give a recipe name, one of {', '.join(RECIPES)}")
         if not (recipe or config):
             recipe = "lenet-filter"
         overrides = drop_none({
