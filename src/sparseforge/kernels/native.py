@@ -124,12 +124,16 @@ def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = Fa
     """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]``
     per row when given, clamped to ``clamp = (lo, hi)`` when given (both fused into the kernel); ``values`` in
     the pattern's edge order."""
+    return _product(torch.ops.sparseforge.spmm, layout, values, x_fm, transposed, bias, clamp)
+
+
+def _product(op, layout, values, x, transposed, bias, clamp) -> torch.Tensor:
+    """Call a product op (feature- or batch-major) on the pattern or, with ``transposed``, on its transpose."""
     lo, hi = clamp if clamp is not None else (None, None)
     if transposed:
-        return torch.ops.sparseforge.spmm(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x_fm),
-                                          layout.t_group, bias, lo, hi, layout.t_perm)
-    return torch.ops.sparseforge.spmm(layout.indptr, layout.indices, values.contiguous(), _rows(x_fm), layout.group,
-                                      bias, lo, hi)
+        return op(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x), layout.t_group, bias, lo, hi,
+                  layout.t_perm)
+    return op(layout.indptr, layout.indices, values.contiguous(), _rows(x), layout.group, bias, lo, hi)
 
 
 def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:
@@ -141,12 +145,7 @@ def spmm_bm(layout, values: torch.Tensor, x: torch.Tensor, transposed: bool = Fa
             bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
     """Batch-major :func:`spmm`: ``x`` is ``[batch, n]`` (samples as rows), the result ``[batch, rows]``; no
     transposed copy of either is made (the kernel transposes cache-sized tiles in registers)."""
-    lo, hi = clamp if clamp is not None else (None, None)
-    if transposed:
-        return torch.ops.sparseforge.spmm_bm(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x),
-                                             layout.t_group, bias, lo, hi, layout.t_perm)
-    return torch.ops.sparseforge.spmm_bm(layout.indptr, layout.indices, values.contiguous(), _rows(x), layout.group,
-                                         bias, lo, hi)
+    return _product(torch.ops.sparseforge.spmm_bm, layout, values, x, transposed, bias, clamp)
 
 
 def sddmm_bm(layout, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

@@ -424,24 +424,7 @@ def challenge(
     return result
 
 
-# ------------------------------------------------------------------------------- grouped vs ungrouped
-def grouped_accuracy(
-    sizes: Sequence[int] = (784, 256, 256, 10),
-    fan_out: Sequence[int] = (32, 32, 10),
-    group: int = 4,
-    dataset: str = "mnist",
-    epochs: int = 10,
-    seeds: Sequence[int] = (0, 1, 2),
-    batch_size: int = 256,
-    lr: float = 1e-3,
-    threads: int = 2,
-    limit: int | None = None,
-) -> list[dict]:
-    """Does grouping cost accuracy? :func:`family_accuracy` of ``structured`` vs ``grouped`` (``group``)."""
-    return family_accuracy(sizes, fan_out, (("structured", {}), ("grouped", {"group": group})), dataset=dataset,
-                           epochs=epochs, seeds=seeds, batch_size=batch_size, lr=lr, threads=threads, limit=limit)
-
-
+# ------------------------------------------------------------------------------- family vs unstructured
 def family_accuracy(
     sizes: Sequence[int] = (784, 392, 392, 10),
     fan_out: Sequence[int] = (32, 32, 10),
