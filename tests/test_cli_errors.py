@@ -126,7 +126,7 @@ def test_load_dataset_none_and_repr():
 
     with pytest.raises(ConfigError, match="dataset name must be a string"):
         load_dataset(None)
-    with pytest.raises(ConfigError, match="known datasets: digits"):
+    with pytest.raises(ConfigError, match="known datasets: cifar10, cifar100, digits, fashion-mnist, mnist, morse"):
         load_dataset("imagenet")
     d = load_dataset("digits", limit=50)
     text = repr(d)
