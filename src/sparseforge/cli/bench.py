@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
@@ -175,6 +176,7 @@ def bench_peers(
     choice(shapes, "shapes", tuple(SHAPES))
     _check_clock(clock, threads)
     output_file(json_out, "json")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when the peers' OpenMP starts (SparseProp's C++ kernels)
     from .. import io
     from ..studies.peers import PeerMismatch, peers
 
