@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from .console import notice, out, pct, rich_table, typer_app
+from .console import err, notice, out, pct, rich_table, typer_app
 from .parse import UserError, choice, densities as parse_densities, ints, number, output_file
 
 bench_app = typer_app(help="Benchmarks: ratios against the best baseline of the same run.")
@@ -151,6 +152,62 @@ def bench_batch(
     if rows:
         _notice_rounded([density], [rows[0]["density"]])
     _print_rows(rows, f"batch sweep at {n}x{n}, density {100 * density:g}%")
+
+
+def _ratio_cell(ms, ratio) -> str:
+    return "–" if ms is None else f"{ratio:.2f}"
+
+
+@bench_app.command("peers")
+def bench_peers(
+    shapes: str = typer.Option("issue", help="issue (issue 16's shapes, minutes) or small (tiny, seconds)"),
+    threads: int = typer.Option(1, min=1),
+    repeats: int = typer.Option(5, min=1),
+    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+    quiet: bool = typer.Option(False, help="no progress output"),
+) -> None:
+    """SparseLinear (layer(x) and forward_fm) against torch CSR, scipy.sparse CSR, GraphBLAS and SparseProp,
+    forward and training step, each shape timed in one interleaved run; ratio = best dense time (oneDNN,
+    nn.Linear, torch.mm) / contender time ('–': the contender has no such step or is not installed). Each peer's
+    output is checked against sparseforge's once per shape."""
+    from ..studies.peers import SHAPES
+
+    choice(shapes, "shapes", tuple(SHAPES))
+    _check_clock(clock, threads)
+    output_file(json_out, "json")
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read when the peers' OpenMP starts (SparseProp's C++ kernels)
+    from .. import io
+    from ..studies.peers import PeerMismatch, peers
+
+    try:
+        res = peers(SHAPES[shapes], threads=threads, repeats=repeats, clock=clock,
+                    on_round=_steps(f"bench peers ({shapes}):", "timing rounds done", quiet))
+    except PeerMismatch as e:
+        err.print(f"error: {e}", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    for name, pkg in res["missing"].items():
+        notice(f"{name} is not installed (pip install {pkg}); its column shows '–'")
+    for sh in res["shapes"]:
+        dens = sorted({r["density"] for r in sh["rows"]}, reverse=True)
+        table = []
+        for name in dict.fromkeys(r["contender"] for r in sh["rows"]):
+            cells = {r["density"]: r for r in sh["rows"] if r["contender"] == name}
+            row: dict = {"contender": name}
+            for op in ("fwd", "train"):
+                for d in dens:
+                    c = cells[d]
+                    row[f"{op} {100 * d:.3g}%"] = _ratio_cell(c[f"{op}_ms"], c[f"ratio_{op}"])
+            table.append(row)
+        dense = ", ".join(f"{k}: " + "/".join(f"{v:.3g}" for v in ops.values()) for k, ops in sh["dense"].items())
+        out.print(f"{sh['n_in']}->{sh['n_out']}, batch {sh['batch']}: dense (fwd/train ms) {dense}")
+        out.print(rich_table(table, title=f"{sh['n_in']}->{sh['n_out']}, batch {sh['batch']}, {threads} threads, "
+                                          f"{clock} clock: ratio = best dense / contender"))
+        for d, diffs in sh["check"].items():
+            out.print(f"check at density {d}: max abs diff vs sparseforge layer(x): "
+                      + ", ".join(f"{k} {v:.2g}" for k, v in diffs.items() if k != "sparseforge layer(x)"))
+    if json_out:
+        io.write_json(json_out, res)
 
 
 def register(app: typer.Typer) -> None:

@@ -47,14 +47,16 @@ def _available_backends() -> list[str]:
     return ["stock"] + (["native"] if native.available() else [])
 
 
-def dense_fns(n: int, batch: int, seed: int = 0) -> dict[tuple[str, str], Callable[[], object]]:
-    """Forward (``fwd``) and forward+backward (``train``) of the dense paths at ``n x n``: ``nn.Linear``
-    (batch-major), ``torch.mm`` (feature-major ``W @ x``), oneDNN (``torch.utils.mkldnn`` inference linear:
-    forward only) where this torch build has it."""
+def dense_fns(n: int, batch: int, seed: int = 0, n_out: int | None = None,
+              ) -> dict[tuple[str, str], Callable[[], object]]:
+    """Forward (``fwd``) and forward+backward (``train``) of the dense paths at ``n -> n_out`` (default ``n``):
+    ``nn.Linear`` (batch-major), ``torch.mm`` (feature-major ``W @ x``), oneDNN (``torch.utils.mkldnn``
+    inference linear: forward only) where this torch build has it."""
+    n_out = n if n_out is None else n_out
     torch.manual_seed(seed)
-    lin = nn.Linear(n, n)
+    lin = nn.Linear(n, n_out)
     x = torch.randn(batch, n, requires_grad=True)
-    g = torch.randn(batch, n)
+    g = torch.randn(batch, n_out)
     w = lin.weight.detach().clone().requires_grad_()
     x_fm = x.detach().t().contiguous().requires_grad_()
     g_fm = g.t().contiguous()
@@ -76,7 +78,7 @@ def dense_fns(n: int, batch: int, seed: int = 0) -> dict[tuple[str, str], Callab
         try:
             from torch.utils import mkldnn as mkldnn_utils
 
-            mlin = mkldnn_utils.to_mkldnn(nn.Linear(n, n))
+            mlin = mkldnn_utils.to_mkldnn(nn.Linear(n, n_out))
             xm = x.detach().to_mkldnn()
             no_grad(lambda: mlin(xm))()
             fns[("oneDNN", "fwd")] = no_grad(lambda: mlin(xm))
