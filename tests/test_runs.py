@@ -326,3 +326,18 @@ def test_progress_prints_plain_lines_off_a_tty_and_nothing_when_quiet():
     q.on_epoch_end(State)
     q.step(1, 1)
     assert quiet.getvalue() == "checkpoint x is damaged\n"  # warnings are shown even when quiet
+
+
+def test_atomic_files_get_the_mode_open_would_give_them(tmp_path):
+    """mkstemp's 0600 must not leak into results: a finished file is readable as the umask allows."""
+    from sparseforge import io as sfio
+
+    old = os.umask(0o022)
+    try:
+        open(tmp_path / "plain.txt", "w").close()
+        expected = os.stat(tmp_path / "plain.txt").st_mode & 0o777
+    finally:
+        os.umask(old)
+    path = sfio.write_json(tmp_path / "r" / "a.json", {"x": 1})
+    assert os.stat(path).st_mode & 0o777 == sfio.FILE_MODE
+    assert sfio.FILE_MODE == 0o666 & ~old and (old != 0o022 or expected == 0o644 == sfio.FILE_MODE)

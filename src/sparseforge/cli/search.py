@@ -89,6 +89,8 @@ def register(app: typer.Typer) -> None:
         workers: int = typer.Option(1, min=1, help="worker processes on this machine"),
         limit: Optional[int] = typer.Option(None, help="samples per split (overrides data.limit)"),
         epochs: Optional[int] = typer.Option(None, help="epochs per trial (overrides train.epochs)"),
+        w_c: Optional[float] = typer.Option(None, "--w-c", help="weight of complexity in f = f_p + w_c f_c "
+                                            "(overrides objective.w_c)"),
         quiet: bool = typer.Option(False, help="no line per trial"),
     ) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
@@ -102,14 +104,17 @@ def register(app: typer.Typer) -> None:
             over["data"] = {"limit": limit}
         if epochs is not None:
             over["train"] = {"epochs": epochs}
+        if w_c is not None:
+            over["objective"] = {"w_c": w_c}
         spec = load_spec(config, over)
         sm = run_search(spec, run_dir, storage=_journal(storage), study=study, workers=workers, on_trial=_trial_printer(quiet))
         out.print(_summary_table(sm))
         b = sm["best"]
         if b:
-            out.print(f"best f = {b['f']:.4f}: val acc {100 * b['val_acc']:.2f}%, test acc {100 * b['test_acc']:.2f}%, "
+            test = "-" if b["test_acc"] is None else f"{100 * b['test_acc']:.2f}%"
+            out.print(f"best f = {b['f']:.4f}: val acc {100 * b['val_acc']:.2f}%, test acc {test}, "
                       f"{b['params']:,} parameters; config {b['config']}")
-        out.print(f"wrote {run_dir}/trials.csv, summary.json, pareto.png, report.md")
+        out.print(f"wrote {sm['report_dir']}/trials.csv, summary.json, pareto.png, report.md")
 
     @search_app.command("create")
     def create(
@@ -151,46 +156,56 @@ def register(app: typer.Typer) -> None:
         study: Optional[str] = typer.Option(None, help="study name (default: from search.json in the run directory)"),
     ) -> None:
         """Write trials.csv, summary.json, pareto.png and report.md of a search."""
-        import json
-
         from ..search import default_storage, load_search
-        from ..studies.search import write_report
+        from ..studies.search import registered_studies, write_report
 
-        name = study
         meta = run_dir / "search.json"
         try:
-            saved = json.loads(meta.read_text()) if meta.is_file() else {}
+            saved = registered_studies(run_dir)
         except (OSError, ValueError) as e:
             raise UserError(f"{meta}: cannot be read as JSON ({e}); give --study (and --storage)") from None
+        name = study
         if name is None:
-            if "study" not in saved:
-                raise UserError(f"{meta} not found: give --study (and --storage for a database)")
-            name = saved["study"]
-        s = load_search(_journal(storage or saved.get("storage")) or default_storage(run_dir), name, wait_s=0)
+            if len(saved) != 1:
+                raise UserError(f"{run_dir}: holds the searches {', '.join(sorted(saved))}; pick one with --study"
+                                if saved else f"{meta} not found: give --study (and --storage for a database)")
+            name = next(iter(saved))
+        s = load_search(_journal(storage or saved.get(name, {}).get("storage")) or default_storage(run_dir), name,
+                        wait_s=0)
         sm = write_report(s, run_dir)
         out.print(_summary_table(sm))
-        out.print(f"wrote {run_dir}/trials.csv, summary.json, pareto.png, report.md")
+        out.print(f"wrote {sm['report_dir']}/trials.csv, summary.json, pareto.png, report.md")
 
     @search_app.command("compare")
     def compare_cmd(
-        config: str = typer.Argument(..., help="search YAML or recipe name"),
+        config: str = typer.Argument(..., help="search YAML or recipe name (synthetic, mlp-mnist, cnn-fashion)"),
         run_dir: Path = typer.Option(Path("runs/search-compare")),
-        samplers: str = typer.Option("gp,random,tpe", help="comma-separated: gp, random, tpe, optuna-gp"),
-        seeds: str = typer.Option("0,1,2", help="comma-separated sampler seeds"),
+        samplers: str = typer.Option("gp-ei,tpe,optuna-gp,random",
+                                     help="comma-separated: gp-ei (= gp), tpe, optuna-gp, random"),
+        seeds: str = typer.Option("3", help="a number N (seeds 0..N-1) or comma-separated seeds"),
+        budget: Optional[int] = typer.Option(None, min=1, help="total trials per search, split over the stages "
+                                             "like the spec's budgets (default: the spec's budgets)"),
         limit: Optional[int] = typer.Option(None),
         epochs: Optional[int] = typer.Option(None),
         quiet: bool = typer.Option(False),
     ) -> None:
-        """Every sampler and seed at equal budgets: table of best f (compare.md), curves (compare.png)."""
+        """Every sampler and seed at equal budgets: mean ± std of the best f (compare.md, compare.csv) and
+        the anytime curve (anytime.csv, compare.png)."""
         from ..search import SAMPLERS
-        from ..studies.search import compare, load_spec
+        from ..studies.search import SAMPLER_ALIASES, compare, load_spec
 
         output_dir(run_dir, "run-dir")
         names = [s for s in samplers.replace(" ", "").split(",") if s]
-        bad = [s for s in names if s not in SAMPLERS]
-        if bad or not names:
-            raise UserError(f"--samplers: unknown {bad}; choose from {', '.join(SAMPLERS)}")
+        allowed = (*SAMPLER_ALIASES, *SAMPLERS)
+        bad = [s for s in names if s not in allowed]
+        if bad or not names or len(set(names)) != len(names):
+            raise UserError(f"--samplers: got {samplers!r}; give distinct names from {', '.join(allowed)}")
         seed_list = ints(seeds, "seeds") or []
+        if not seed_list or len(set(seed_list)) != len(seed_list) or ("," not in seeds and seed_list[0] < 1):
+            raise UserError(f"--seeds: got {seeds!r}; give a number N >= 1 (seeds 0..N-1) or distinct "
+                            f"comma-separated integers")
+        if "," not in seeds:
+            seed_list = list(range(seed_list[0]))
         over: dict = {}
         if limit is not None:
             over["data"] = {"limit": limit}
@@ -198,7 +213,7 @@ def register(app: typer.Typer) -> None:
             over["train"] = {"epochs": epochs}
         show = _trial_printer(quiet)
         spec = load_spec(config, over)
-        rows = compare(spec, run_dir, samplers=names, seeds=seed_list,
+        rows = compare(spec, run_dir, samplers=names, seeds=seed_list, budget=budget,
                        on_trial=(lambda n, s, r: show({**r}) if show else None))
         t = Table(title="best f (lower is better)")
         t.add_column("seed", justify="right")
@@ -208,4 +223,4 @@ def register(app: typer.Typer) -> None:
         for s in seed_list:
             t.add_row(str(s), *[f"{by[(n, s)]['best_f']:.4f}" for n in names])
         out.print(t)
-        out.print(f"wrote {run_dir}/compare.md, compare.csv, compare.png")
+        out.print(f"wrote {run_dir}/compare.md, compare.csv, anytime.csv, compare.png")

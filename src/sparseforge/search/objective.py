@@ -18,6 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -33,8 +34,10 @@ def objective_value(f_p: float, f_c: float, w_c: float, log10: bool) -> float:
     return math.log10(max(f, 1e-12)) if log10 else f
 
 
-def load_search_data(spec: SearchSpec) -> DataSplits:
-    """The dataset of the search (its ``data`` section)."""
+def load_search_data(spec: SearchSpec) -> DataSplits | None:
+    """The dataset of the search (its ``data`` section); None for a synthetic benchmark."""
+    if spec.model == "synthetic":
+        return None
     return spec.data.load()
 
 
@@ -49,7 +52,9 @@ def build_model(spec: SearchSpec, config: dict[str, Any], data: DataSplits, seed
 
 def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
     """Complexity of the reference network: its parameter count, or (``"time"``) its measured training
-    time per epoch (one epoch of :func:`fit`)."""
+    time per epoch (one epoch of :func:`fit`); 1 for a synthetic benchmark."""
+    if spec.model == "synthetic":
+        return 1.0
     cfg = spec.reference_config()
     model = build_model(spec, cfg, data, seed=0)
     if spec.objective.complexity == "params":
@@ -88,7 +93,40 @@ class ReportCallback(Callback):
             self.report(value, int(m["epoch"]))
 
 
-def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits, *, seed: int, reference: float,
+def synthetic_f(spec: SearchSpec, config: dict[str, Any], seed: int | None = None) -> float:
+    """``f_p`` of the synthetic benchmark (:class:`~sparseforge.search.space.SyntheticSection`) at a full
+    configuration; noise-free with ``seed=None``."""
+    syn = spec.synthetic
+    if syn is None:
+        raise ValueError(f"synthetic_f needs model: synthetic, got model {spec.model!r}")
+
+    def g(v: Any, o: Any, p: Any) -> float:
+        if p.type in ("categorical", "bool"):
+            return float(v != o)
+        d = p.to_unit(v) - p.to_unit(o)
+        return (d * d + 0.05 * (1 - math.cos(4 * math.pi * d))) / 1.1
+
+    terms = []
+    for name, o in syn.optimum.items():
+        p, v = spec.space[name], config[name]
+        items = list(v) if isinstance(v, (list, tuple)) else [v]
+        terms.append(sum(g(x, o, p) for x in items) / len(items) if items else 0.0)
+    f = sum(terms) / len(terms)
+    if seed is not None and syn.noise > 0:
+        f += syn.noise * float(np.random.default_rng([seed, 12345]).standard_normal())
+    return f
+
+
+def _synthetic_trial(spec: SearchSpec, config: dict[str, Any], seed: int) -> dict[str, Any]:
+    t0 = time.perf_counter()
+    f_p = synthetic_f(spec, config, seed)
+    o = spec.objective
+    return dict(value=objective_value(f_p, 0.0, o.w_c, o.log10), f=f_p, f_p=f_p, f_c=0.0, val_acc=1 - f_p,
+                test_acc=None, params=0, flops_per_sample=None, epoch_time_s=0.0, epochs=1,
+                train_s=time.perf_counter() - t0, rho_net=None)
+
+
+def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits | None, *, seed: int, reference: float,
                 run_dir: str | Path | None = None, report: Callable[[float, int], None] | None = None,
                 callbacks: Sequence[Callback] = ()) -> dict[str, Any]:
     """Build and train the network of ``config``; return its metrics and objective.
@@ -97,7 +135,11 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits, *, s
     ``test_acc`` (after the last epoch), ``params``, ``flops_per_sample``, ``epoch_time_s`` (mean),
     ``epochs``, ``train_s`` (wall time of the training including evaluation) and ``rho_net`` (the
     classifier's overall density). With ``run_dir`` the training checkpoints there and resumes.
+    A synthetic benchmark (``model: synthetic``) evaluates its function instead (``f_c = 0``).
     """
+    if spec.model == "synthetic":
+        return _synthetic_trial(spec, config, seed)
+    assert data is not None
     model = build_model(spec, config, data, seed)
     tc = spec.train_config(config, seed=seed)
     cb = ReportCallback(spec, reference, report)

@@ -7,10 +7,15 @@ so Optuna asks it once per trial (``sample_relative``) and it proposes one compl
 1. the first ``n_initial`` trials of the stage (or while fewer than 2 trials have finished) take
    scrambled Sobol points ``#trial.number`` of the stage's unit cube (scipy.stats.qmc.Sobol), so a
    restarted or second worker continues the sequence instead of repeating it;
-2. afterwards it fits the GP of :mod:`sparseforge.search.gp` to the finished (and pruned) trials,
-   conditions it on the trials other workers are running (kriging believer), scores ``candidates``
-   points (70% uniform, 30% perturbations of the five best trials) by expected improvement and proposes
-   the best one that is neither finished nor running.
+2. afterwards it fits the GP of :mod:`sparseforge.search.gp` to the finished (and pruned) trials
+   (hyperparameters by marginal likelihood, warm-started from this sampler's previous fit), conditions it
+   on the trials other workers are running (kriging believer: a pending point "observed" at its posterior
+   mean loses its uncertainty, so N workers do not propose N near-duplicates), and maximises expected
+   improvement over the noise-free incumbent by a cheap multi-start search: ``candidates`` points (70%
+   uniform, 30% perturbations of the five best trials) are scored, then the ``LOCAL_STARTS`` best are
+   refined by ``LOCAL_ROUNDS`` rounds of shrinking random perturbations in the unit cube (ints and choices
+   move by whole bins there, so every point scored is a real network). It proposes the best point that is
+   neither finished nor running.
 
 Every random choice is seeded from ``(seed, stage, trial.number)``.
 """
@@ -29,13 +34,20 @@ from optuna.study import Study
 from optuna.trial import FrozenTrial, TrialState
 from scipy.stats import qmc
 
-from .gp import GaussianProcess, expected_improvement
+from .gp import GaussianProcess, Hyper, expected_improvement
 from .space import StageSpace
 
 SAMPLERS = ("gp", "tpe", "random", "optuna-gp")
 MIN_POINTS = 2
 LOCAL_TOP = 5
 LOCAL_SD = 0.12
+#: a full hyperparameter fit (not warm-started) every REFIT observations
+REFIT = 8
+#: EI refinement: starts, rounds, perturbations per start and round, perturbation sd per round (unit cube)
+LOCAL_STARTS = 5
+LOCAL_ROUNDS = 3
+LOCAL_MOVES = 24
+LOCAL_STEPS = (0.08, 0.04, 0.02)
 
 
 class GPEISampler(BaseSampler):
@@ -49,17 +61,21 @@ class GPEISampler(BaseSampler):
         restarts: extra random starts of the hyperparameter fit.
         seed: base seed.
         threads: BLAS threads for the GP (1 keeps fits cheap on shared cores).
+        use_pending: condition on running trials (kriging believer); False only to measure what it buys.
     """
 
     def __init__(self, stage: StageSpace, fixed: dict[str, Any] | None = None, *, n_initial: int = 15,
-                 candidates: int = 1000, restarts: int = 2, seed: int = 0, threads: int | None = 1) -> None:
+                 candidates: int = 1000, restarts: int = 2, seed: int = 0, threads: int | None = 1,
+                 use_pending: bool = True) -> None:
         self.stage, self.fixed = stage, dict(fixed or {})
+        self.use_pending = use_pending
         self.n_initial, self.candidates, self.restarts = n_initial, candidates, restarts
         self.seed, self.threads = seed, threads
         self._fallback = RandomSampler(seed=seed)
         self.last_phase: str | None = None
         self.last_time_s: float = 0.0
         self.last_gp: GaussianProcess | None = None
+        self._hyper: Hyper | None = None  # previous fit: warm start of the next one
 
     # ------------------------------------------------------------------ Optuna interface
     def infer_relative_search_space(self, study: Study, trial: FrozenTrial) -> dict[str, BaseDistribution]:
@@ -126,43 +142,81 @@ class GPEISampler(BaseSampler):
         self.last_phase = "gp"
         groups = self.stage.group_index()
         X = np.stack([self.stage.embed(v) for v in obs])
-        gp = GaussianProcess(X, ys, groups, restarts=self.restarts, seed=int(rng.integers(2**31)),
-                             threads=self.threads)
+        # warm start from the previous fit; a full fit (prior centre + random restarts) every REFIT trials
+        warm = self._hyper if len(obs) % REFIT else None
+        gp = GaussianProcess(X, ys, groups, restarts=self.restarts if warm is None else 0,
+                             seed=int(rng.integers(2**31)), threads=self.threads, warm_start=warm)
+        self._hyper = gp.hyper
         self.last_gp = gp
+        best = gp.incumbent()
+        seen_e = {_row_key(e) for e in X}
         if pending:
-            gp = gp.condition_on_pending(np.stack([self.stage.embed(v) for v in pending]))
-        units = self._candidates(rng, obs, ys)
-        flats, embs = [], []
-        for u in units:
-            flat = self.stage.from_unit(u)
-            v = self.stage.values_from_flat(flat, self.fixed)
-            k = self.stage.key(v)
-            if k in seen:
-                continue
-            seen.add(k)
-            flats.append(flat)
-            embs.append(self.stage.embed(v))
-        if not flats:  # everything proposed already exists: fall back to a random point
+            P = np.stack([self.stage.embed(v) for v in pending])
+            seen_e |= {_row_key(e) for e in P}
+            if self.use_pending:
+                gp = gp.condition_on_pending(P)
+        units, embs = self._distinct(self._candidates(rng, obs, ys), seen_e)
+        if not len(units):  # everything proposed already exists: fall back to a random point
             return self.stage.from_unit(rng.random(self.stage.dim))
-        mu, sd = gp.predict(np.stack(embs))
-        ei = expected_improvement(mu, sd, float(ys.min()))
-        return flats[int(np.argmax(ei))]
+        mu, sd = gp.predict(embs)
+        ei = expected_improvement(mu, sd, best)
+        # multi-start refinement of the best candidates by shrinking perturbations
+        top = np.argsort(-ei)[:LOCAL_STARTS]
+        pool_u, pool_ei = units[top].copy(), ei[top].copy()
+        k = len(pool_u)
+        owner = np.repeat(np.arange(k), LOCAL_MOVES)
+        for step in LOCAL_STEPS[:LOCAL_ROUNDS]:
+            base = pool_u[owner]
+            mask = rng.random(base.shape) < max(2.0 / max(self.stage.dim, 1), 0.25)
+            moves = np.clip(base + mask * step * rng.standard_normal(base.shape), 0.0, 1.0)
+            mu_, e_, kept = self._distinct(moves, seen_e, with_rows=True)
+            if not len(mu_):
+                continue
+            m2, s2 = gp.predict(e_)
+            ei2 = expected_improvement(m2, s2, best)
+            for j in np.argsort(-ei2):  # best first: the first improvement of each start wins
+                o = owner[kept[j]]
+                if ei2[j] > pool_ei[o]:
+                    pool_u[o], pool_ei[o] = mu_[j], ei2[j]
+        return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])
+
+    def _distinct(self, units: np.ndarray, seen: set, with_rows: bool = False):
+        """Unit points ``[m, dim]`` -> (units, embeddings[, rows in ``units``]) of those whose network is
+        not in ``seen`` (keys of embeddings; they join it), each network once."""
+        embs = self.stage.embed_units(units, self.fixed)
+        rounded = np.round(embs, 9) + 0.0
+        rows = []
+        for i, r in enumerate(rounded):
+            key = r.tobytes()
+            if key not in seen:
+                seen.add(key)
+                rows.append(i)
+        rows_a = np.asarray(rows, dtype=int)
+        out = (units[rows_a], embs[rows_a])
+        return (*out, rows_a) if with_rows else out
 
     def _candidates(self, rng: np.random.Generator, obs: Sequence[dict], ys: np.ndarray) -> np.ndarray:
+        """Candidate unit points ``[candidates, dim]``: 70% uniform, 30% perturbations (sd ``LOCAL_SD`` in
+        a random subset of coordinates, at least one) of the ``LOCAL_TOP`` best observations; slots beyond
+        a list's length get random coordinates."""
         n_local = int(0.3 * self.candidates)
-        uniform = rng.random((self.candidates - n_local, self.stage.dim))
+        dim = self.stage.dim
+        uniform = rng.random((self.candidates - n_local, dim))
+        if n_local == 0 or dim == 0:
+            return uniform
         best = np.argsort(ys)[:LOCAL_TOP]
-        local = []
-        p_move = max(1.0 / max(self.stage.dim, 1), 0.3)
-        for j in range(n_local):
-            v = obs[int(best[j % len(best)])]
-            u = self.stage.to_unit(self.stage.flatten(v), rng)
-            move = rng.random(self.stage.dim) < p_move
-            if not move.any():
-                move[rng.integers(self.stage.dim)] = True
-            u = np.where(move, u + LOCAL_SD * rng.standard_normal(self.stage.dim), u)
-            local.append(np.clip(u, 0.0, 1.0))
-        return np.vstack([uniform, *local]) if local else uniform
+        centres = np.stack([self.stage.to_unit(self.stage.flatten(obs[int(i)]), rng) for i in best])
+        base = centres[np.arange(n_local) % len(best)]
+        move = rng.random((n_local, dim)) < max(1.0 / max(dim, 1), 0.3)
+        move[np.arange(n_local), rng.integers(dim, size=n_local)] = True
+        local = np.clip(base + move * LOCAL_SD * rng.standard_normal((n_local, dim)), 0.0, 1.0)
+        return np.vstack([uniform, local])
+
+
+def _row_key(e: np.ndarray) -> bytes:
+    """Identity of a network from its embedding (items beyond a list's length are padding, so two unit
+    points of one network share it); rounded so float noise does not split one network in two."""
+    return (np.round(e, 9) + 0.0).tobytes()  # + 0.0: -0.0 and 0.0 are one key
 
 
 def make_sampler(name: str, stage: StageSpace, fixed: dict[str, Any], *, n_initial: int = 15,

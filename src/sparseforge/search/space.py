@@ -34,6 +34,7 @@ MODEL_KEYS: dict[str, tuple[str, ...]] = {
     "mlp": ("hidden_layers", "width", "density"),
     "cnn": ("conv_layers", "channels", "downsample", "kernel", "batch_norm", "groups",
             "fc_layers", "fc_width", "density"),
+    "synthetic": (),  # any parameter name: a benchmark of the engine alone (see SyntheticSection)
 }
 
 
@@ -156,6 +157,50 @@ class ParamSpec(_Strict):
             return (math.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
         return (float(v) - lo) / (hi - lo)
 
+    def unit_to_embedding(self, u: np.ndarray) -> np.ndarray:
+        """Vectorised ``embed_value(from_unit(u))`` for ``u [m]``: the embedding ``[m, embed_width]`` of the
+        value each unit coordinate maps to (ints snapped to their bins, choices one-hot), computed with
+        numpy instead of one Python call per value (the sampler scores thousands of candidates)."""
+        u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+        if self.type in ("categorical", "bool"):
+            k = len(self.choice_list)
+            idx = np.minimum((u * k).astype(int), k - 1)
+            if k <= 2:
+                return idx[:, None].astype(np.float64)
+            out = np.zeros((len(u), k))
+            out[np.arange(len(u)), idx] = 1 / math.sqrt(2)
+            return out
+        return self.to_unit_array(self.from_unit_array(u))[:, None]
+
+    def from_unit_array(self, u: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`from_unit` for a number parameter: values ``[m]`` (ints as floats)."""
+        lo, hi = float(self.low), float(self.high)
+        if self.type == "int":
+            m = self.multiple_of
+            if self.log:
+                a, b = math.log(lo - 0.5 if lo > 0.5 else lo), math.log(hi + 0.5)
+                v = np.clip(np.round(np.exp(a + u * (b - a))), lo, hi)
+                return np.clip(np.round(v / m) * m, lo, hi) if m > 1 else v
+            return np.minimum(lo + m * np.floor(u * ((hi - lo) / m + 1)), hi)
+        if self.log:
+            return np.clip(np.exp(math.log(lo) + u * (math.log(hi) - math.log(lo))), lo, hi)
+        return lo + u * (hi - lo)
+
+    def to_unit_array(self, v: np.ndarray) -> np.ndarray:
+        """Vectorised :meth:`to_unit` for a number parameter."""
+        lo, hi = float(self.low), float(self.high)
+        if self.type == "int":
+            if self.log:
+                a, b = math.log(lo - 0.5 if lo > 0.5 else lo), math.log(hi + 0.5)
+                return np.clip((np.log(v) - a) / (b - a), 0.0, 1.0)
+            m = self.multiple_of
+            return (v - lo + 0.5 * m) / (hi - lo + m)
+        if hi == lo:
+            return np.full(len(v), 0.5)
+        if self.log:
+            return (np.log(v) - math.log(lo)) / (math.log(hi) - math.log(lo))
+        return (v - lo) / (hi - lo)
+
     def embed_width(self) -> int:
         """Embedding coordinates per value: 1 for numbers and 2-way choices, one-hot for more."""
         return len(self.choice_list) if self.type == "categorical" and len(self.choice_list) > 2 else 1
@@ -221,11 +266,26 @@ class PrunerSection(_Strict):
     startup_trials: int = Field(default=5, ge=0)
 
 
+class SyntheticSection(_Strict):
+    """A cheap benchmark with a known optimum, for testing and comparing the engine alone (``model:
+    synthetic``): no network is trained. Each parameter named in ``optimum`` adds a term
+
+    ``g(d) = (d^2 + 0.05 (1 - cos(4 pi d))) / 1.1`` with ``d`` = unit coordinate of the value minus that of
+    the optimum (numbers; a list is averaged over its items), or 0 / 1 for a matching / other choice,
+
+    and ``f_p`` is the mean of the terms (in [0, 1]; 0 exactly at the optimum, a few local minima per
+    dimension) plus Gaussian noise of sd ``noise`` (seeded by the trial's seed). Parameters not named in
+    ``optimum`` do not change f (irrelevant dimensions the model must learn to ignore)."""
+
+    optimum: dict[str, Any] = Field(min_length=1)
+    noise: float = Field(default=0.0, ge=0)
+
+
 class SearchSpec(_Strict):
     """Everything one search needs; stored with the study so every worker runs the same search."""
 
     name: str = "search"
-    model: Literal["mlp", "cnn"] = "mlp"
+    model: Literal["mlp", "cnn", "synthetic"] = "mlp"
     family: str = "structured"
     data: DataSpec = DataSpec()
     train: TrainSection = TrainSection()
@@ -236,12 +296,24 @@ class SearchSpec(_Strict):
     max_retries: int = Field(default=2, ge=0, description="retries of a crashed trial")
     space: dict[str, ParamSpec]
     stages: list[StageSpec] = Field(min_length=1)
+    synthetic: SyntheticSection | None = None
 
     @model_validator(mode="after")
     def _check(self) -> SearchSpec:
         allowed = set(MODEL_KEYS[self.model]) | set(TRAIN_KEYS) - {"seed", "epochs", "eval_batch_size"}
+        if (self.model == "synthetic") != (self.synthetic is not None):
+            raise ValueError("synthetic: the section is required with model: synthetic and allowed only there "
+                             f"(model is {self.model!r})")
+        if self.synthetic is not None:
+            for k, v in self.synthetic.optimum.items():
+                if k not in self.space:
+                    raise ValueError(f"synthetic.optimum.{k}: not a parameter of the space; declared: "
+                                     f"{', '.join(self.space)}")
+                if not self.space[k].contains(v):
+                    raise ValueError(f"synthetic.optimum.{k}: {v!r} is outside the parameter's range "
+                                     f"({self.space[k].describe()})")
         for name, p in self.space.items():
-            if name not in allowed:
+            if self.model != "synthetic" and name not in allowed:
                 raise ValueError(f"space.{name}: not a parameter of model {self.model!r}; "
                                  f"allowed: {', '.join(sorted(allowed))}")
             if p.length is not None:
@@ -453,6 +525,31 @@ class StageSpace:
                 for i in range(self.spec.max_length(n)):
                     parts.append(p.embed_value(items[i]) if i < len(items) else p.embed_pad())
         return np.concatenate(parts) if parts else np.zeros(0)
+
+    def embed_units(self, U: np.ndarray, fixed: dict[str, Any]) -> np.ndarray:
+        """Embeddings ``[m, embedding dim]`` of the networks that the unit points ``U [m, dim]`` map to, i.e.
+        ``embed(values_from_flat(from_unit(u), fixed))`` for every row, vectorised."""
+        U = np.atleast_2d(np.asarray(U, dtype=np.float64))
+        col = {s.key: i for i, s in enumerate(self.slots)}
+        lengths: dict[str, np.ndarray] = {}
+        parts = []
+        for n in self.params:
+            p = self.spec.space[n]
+            if p.length is None:
+                parts.append(p.unit_to_embedding(U[:, col[n]]))
+                if p.type == "int":
+                    lengths[n] = p.from_unit_array(np.clip(U[:, col[n]], 0.0, 1.0))
+                continue
+            src = p.length
+            if src in lengths:
+                ln = lengths[src] + p.length_offset
+            else:
+                ln = np.full(len(U), self.length(n, {}, fixed), dtype=np.float64)
+            pad = p.embed_pad()
+            for i in range(self.spec.max_length(n)):
+                e = p.unit_to_embedding(U[:, col[f"{n}.{i}"]])
+                parts.append(np.where((i < ln)[:, None], e, pad[None, :]))
+        return np.concatenate(parts, axis=1) if parts else np.zeros((len(U), 0))
 
     def group_index(self) -> np.ndarray:
         """Group id of every embedding coordinate ``[embedding dim]``."""

@@ -32,10 +32,12 @@ retried (resuming its training from the per-epoch checkpoint when a run director
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
 import socket
+import sys
 import threading
 import time
 import warnings
@@ -111,6 +113,12 @@ class Search:
     def stage_name(self, index: int) -> str:
         return stage_study_name(self.name, self.spec, index)
 
+    @property
+    def key(self) -> str:
+        """``<name>-<hash of the spec>``: this search's folder inside a run directory (trial checkpoints,
+        reports), so two different searches sharing a run directory never share a file."""
+        return study_key(self.name, self.spec)
+
     def stage_study(self, index: int, sampler: optuna.samplers.BaseSampler | None = None,
                     pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
         return optuna.load_study(study_name=self.stage_name(index), storage=self.storage, sampler=sampler,
@@ -119,6 +127,13 @@ class Search:
 
 def _spec_json(spec: SearchSpec) -> str:
     return json.dumps(spec.model_dump(mode="json"), sort_keys=True)
+
+
+def study_key(name: str, spec: SearchSpec) -> str:
+    """Folder name of a search inside a run directory: its name (path-safe) and 10 hex digits of the
+    SHA-256 of its spec."""
+    safe = "".join(c if c.isalnum() or c in "-_." else "_" for c in name).strip(".") or "search"
+    return f"{safe}-{hashlib.sha256(_spec_json(spec).encode()).hexdigest()[:10]}"
 
 
 def _diff(a: Any, b: Any, where: str = "") -> list[str]:
@@ -264,6 +279,43 @@ class _Heartbeat:
         self._thread.join()
 
 
+def die_with_parent(parent_pid: int | None = None, poll_s: float = 1.0) -> None:
+    """Make this process (a worker started by another) end when its parent does.
+
+    On Linux the kernel sends SIGTERM at the parent's death (``prctl(PR_SET_PDEATHSIG)`` through ctypes);
+    elsewhere, or if that call fails, a daemon thread polls the parent pid every ``poll_s`` seconds and
+    sends the same signal. SIGTERM is turned into ``SystemExit`` so the running trial is recorded as
+    interrupted and queued for retry, as for Ctrl-C. ``parent_pid``: the pid the parent had when it
+    started us (a parent that died before this call is caught: the pid no longer matches).
+    """
+    import signal
+
+    parent_pid = os.getppid() if parent_pid is None else int(parent_pid)
+
+    def _term(signum: int, frame: Any) -> None:
+        raise SystemExit(128 + signum)
+
+    signal.signal(signal.SIGTERM, _term)
+    armed = False
+    if sys.platform.startswith("linux"):
+        try:
+            import ctypes
+
+            libc = ctypes.CDLL(None, use_errno=True)
+            armed = libc.prctl(1, int(signal.SIGTERM), 0, 0, 0) == 0  # PR_SET_PDEATHSIG = 1
+        except (OSError, AttributeError):  # pragma: no cover - no libc prctl
+            armed = False
+    if os.getppid() != parent_pid:  # the parent died before the death signal was armed
+        os.kill(os.getpid(), signal.SIGTERM)
+    if not armed:  # pragma: no cover - non-Linux
+        def watch() -> None:
+            while os.getppid() == parent_pid:
+                time.sleep(poll_s)
+            os.kill(os.getpid(), signal.SIGTERM)
+
+        threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
 # ---------------------------------------------------------------------------------------------- retries
 def _enqueue_retry(study: optuna.Study, t: FrozenTrial, max_retries: int) -> bool:
     attempt = int(t.user_attrs.get("attempt", 0)) + 1
@@ -372,8 +424,8 @@ def run_worker(
     Args:
         search: a :class:`Search`, or ``(storage, name)`` to load one.
         data: the dataset (loaded from the spec when None).
-        run_dir: where each trial checkpoints its training (``trials/stageK/trialNNNN``); a retried
-            trial resumes there. None: no checkpoints.
+        run_dir: where each trial checkpoints its training (``<search key>/trials/stageK/trialNNNN``,
+            see :attr:`Search.key`); a retried trial resumes there. None: no checkpoints.
         worker_rank: mixed into the seeds of Optuna's own samplers (distinct per concurrent worker);
             None: derived from the process id.
         on_trial: called with a row (see :func:`trial_rows`) after every trial this worker ends.
@@ -454,7 +506,8 @@ def _run_trial(search: Search, study: optuna.Study, stage: StageSpace, fixed: di
     if phase is not None and "retry_of" not in trial.user_attrs:
         trial.set_user_attr("phase", phase)
         trial.set_user_attr("sampler_s", sampler_s)
-    trial_dir = (Path(run_dir) / "trials" / f"stage{stage.index + 1}" / f"trial{origin:04d}") if run_dir else None
+    trial_dir = (Path(run_dir) / search.key / "trials" / f"stage{stage.index + 1}" / f"trial{origin:04d}"
+                 if run_dir else None)
 
     def report(value: float, epoch: int) -> None:
         trial.report(value, epoch)
