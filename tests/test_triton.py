@@ -16,10 +16,11 @@ import torch
 from sparseforge.kernels import resolve_backend, triton_ell, use_backend
 from triton_cases import PATTERNS, _dense
 
-pytestmark = pytest.mark.skipif(not triton_ell.available(), reason="triton is not installed (pip install '.[gpu]')")
+needs_triton = pytest.mark.skipif(not triton_ell.available(), reason="triton is not installed (pip install '.[gpu]')")
 HERE = Path(__file__).parent
 
 
+@needs_triton
 def test_kernels_under_the_interpreter_match_dense_float64():
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     run = subprocess.run([sys.executable, "-m", "pytest", str(HERE / "triton_cases.py"), "-q", "-p", "no:cacheprovider",
@@ -29,6 +30,7 @@ def test_kernels_under_the_interpreter_match_dense_float64():
     assert " passed" in run.stdout and "skipped" not in run.stdout, run.stdout[-2000:]
 
 
+@needs_triton
 def test_selection_cpu_never_cuda_when_importable():
     with use_backend("auto"):
         assert resolve_backend("cpu", torch.float32) in ("native", "stock")
@@ -40,6 +42,17 @@ def test_selection_cpu_never_cuda_when_importable():
         assert resolve_backend("cuda", torch.float32) == "stock"
 
 
+def test_without_triton_cuda_falls_back_to_stock(monkeypatch):
+    monkeypatch.setitem(sys.modules, "triton", None)  # "import triton" now raises ImportError
+    triton_ell.available.cache_clear()
+    try:
+        assert not triton_ell.available()
+        assert resolve_backend("cuda", torch.float32) == "stock"
+    finally:
+        triton_ell.available.cache_clear()
+
+
+@needs_triton
 @pytest.mark.cuda
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 @pytest.mark.parametrize("name", PATTERNS)
