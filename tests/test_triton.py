@@ -77,3 +77,33 @@ def test_cuda_layer_selects_triton_and_matches_dense(name, monkeypatch):
     want_gv = w.grad[torch.from_numpy(pattern.rows), torch.from_numpy(pattern.indices.copy())]
     torch.testing.assert_close(layer.weight.grad.cpu().double().reshape(-1), want_gv, rtol=1e-4, atol=1e-4)
     triton_ell._kernels.cache_clear()
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype,group", [("fp32", 1), ("fp16", 8)])
+def test_kernels_compile_for_a_cuda_target_without_a_device(dtype, group, tmp_path, monkeypatch):
+    """Lower both kernels to PTX and a cubin for sm_90 (Triton's compiler and its bundled ptxas run on the CPU):
+    catches code the interpreter accepts but the GPU compiler rejects, on every run, with no GPU."""
+    import triton
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    if "nvidia" not in triton.backends.backends:
+        pytest.skip("this triton build has no NVIDIA backend")
+    if os.environ.get("TRITON_INTERPRET") == "1":
+        pytest.skip("TRITON_INTERPRET=1: the kernels are interpreted functions here")
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path))  # a fresh compile, not a cached one
+    triton_ell._kernels.cache_clear()
+    _, spmm, sddmm = triton_ell._kernels()
+    p = f"*{dtype}"
+    spmm_sig = dict(x_ptr=p, sxb="i32", sxi="i32", v_ptr=p, perm_ptr="*i64", indptr_ptr="*i64", idx_ptr="*i64",
+                    bias_ptr=p, y_ptr=p, syb="i32", syo="i32", n_batch="i32", lo="fp32", hi="fp32")
+    sddmm_sig = dict(gy_ptr=p, sgb="i32", sgo="i32", x_ptr=p, sxb="i32", sxi="i32", indptr_ptr="*i64",
+                     idx_ptr="*i64", out_ptr=p, n_batch="i32")
+    tiles = dict(G=group, BLOCK_B=triton_ell.BLOCK_B, BLOCK_K=triton_ell.BLOCK_K)
+    flags = dict(HAS_PERM=True, HAS_BIAS=True, HAS_CLAMP=True)
+    target = GPUTarget("cuda", 90, 32)
+    for fn, sig, constants in ((spmm, spmm_sig, {**tiles, **flags}), (sddmm, sddmm_sig, tiles)):
+        compiled = triton.compile(ASTSource(fn, {**sig, **dict.fromkeys(constants, "constexpr")}, constants),
+                                  target=target)
+        assert ".entry" in compiled.asm["ptx"] and len(compiled.asm["cubin"]) > 1000
