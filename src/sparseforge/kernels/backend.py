@@ -5,6 +5,9 @@
   e.g. CUDA or half precision, still take the stock path). Selecting it when it cannot be built raises.
 * ``"auto"`` (default): native where it applies and is available, stock otherwise.
 
+Under ``"auto"`` and ``"native"``, CUDA tensors take the Triton kernels of :mod:`.triton_ell` when ``triton``
+is installed (the ``gpu`` extra), else the stock ops.
+
 The default comes from the environment variable ``SPARSEFORGE_BACKEND`` when set; an unknown value there
 is one :class:`RuntimeWarning` naming the allowed ones and ``"auto"`` is used (importing never fails on it).
 """
@@ -18,7 +21,7 @@ from typing import Iterator
 
 import torch
 
-from . import native
+from . import native, triton_ell
 
 BACKENDS = ("auto", "stock", "native")
 NATIVE_DTYPES = (torch.float32, torch.float64)
@@ -72,7 +75,13 @@ def use_backend(name: str) -> Iterator[None]:
 
 
 def resolve_backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
-    """The implementation (``"stock"`` or ``"native"``) that products on such tensors use now."""
-    if _setting == "stock" or torch.device(device).type != "cpu" or dtype not in NATIVE_DTYPES:
+    """The implementation (``"stock"``, ``"native"`` or ``"triton"``) that products on such tensors use now.
+
+    CUDA tensors of a :data:`.triton_ell.DTYPES` dtype take the Triton kernels when ``triton`` imports (unless
+    the setting is ``"stock"``); CPU tensors never do."""
+    device = torch.device(device)
+    if _setting != "stock" and device.type == "cuda" and dtype in triton_ell.DTYPES and triton_ell.available():
+        return "triton"
+    if _setting == "stock" or device.type != "cpu" or dtype not in NATIVE_DTYPES:
         return "stock"
     return "native" if native.available() else "stock"

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import torch
 
-from . import native
+from . import native, triton_ell
 from .backend import resolve_backend
 from .ell import SparseLayout, sddmm, stock_spmm
 from .ops import check_operands
@@ -28,7 +28,8 @@ def stock_sddmm_bm(layout: SparseLayout, grad_y: torch.Tensor, x: torch.Tensor) 
 
 
 #: backend name -> (spmm, sddmm) on batch-major operands.
-PRODUCTS_BM = {"stock": (stock_spmm_bm, stock_sddmm_bm), "native": (native.spmm_bm, native.sddmm_bm)}
+PRODUCTS_BM = {"stock": (stock_spmm_bm, stock_sddmm_bm), "native": (native.spmm_bm, native.sddmm_bm),
+               "triton": (triton_ell.spmm_bm, triton_ell.sddmm_bm)}
 
 
 class BatchMajorProduct(torch.autograd.Function):

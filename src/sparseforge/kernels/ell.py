@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 
 from ..topology import Pattern
-from . import native
+from . import native, triton_ell
 from .backend import resolve_backend
 
 @dataclass(frozen=True)
@@ -243,4 +243,5 @@ def stock_spmm(layout: SparseLayout, values: torch.Tensor, x_fm: torch.Tensor, t
 
 
 #: backend name -> (spmm, sddmm) with the signatures of :func:`stock_spmm` and :func:`sddmm`.
-PRODUCTS = {"stock": (stock_spmm, sddmm), "native": (native.spmm, native.sddmm)}
+PRODUCTS = {"stock": (stock_spmm, sddmm), "native": (native.spmm, native.sddmm),
+            "triton": (triton_ell.spmm, triton_ell.sddmm)}
