@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .console import err, out, pct, rich_table
-from .parse import UserError, ints
+from .parse import UserError, ints, output_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -30,6 +30,7 @@ def register(app: typer.Typer) -> None:
         quiet: bool = typer.Option(False, help="no progress output"),
     ) -> None:
         """Savings of a sparse classifier behind conv layers, computed from the model, beside seed 001's table."""
+        output_dir(run_dir, "run-dir")
         import torch
 
         from ..runs.progress import Progress

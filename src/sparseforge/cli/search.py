@@ -72,6 +72,15 @@ def _summary_table(sm: dict) -> Table:
     return t
 
 
+def _sampler_overrides(sampler: Optional[str], seed: Optional[int]) -> dict:
+    """``{"sampler": {...}}`` overrides for the spec from ``--sampler`` / ``--seed`` (``gp-ei`` is ``gp``); the spec's
+    schema validates them."""
+    from ..studies.search import SAMPLER_ALIASES
+
+    given = {k: v for k, v in (("name", SAMPLER_ALIASES.get(sampler, sampler)), ("seed", seed)) if v is not None}
+    return {"sampler": given} if given else {}
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``search`` command group to ``app``."""
     search_app = typer_app(help="Bayesian-optimisation model search (GP + EI over staged spaces).")
@@ -97,9 +106,7 @@ def register(app: typer.Typer) -> None:
         from ..studies.search import load_spec, run_search
 
         output_dir(run_dir, "run-dir")
-        over: dict = {}
-        if sampler is not None or seed is not None:
-            over["sampler"] = {k: v for k, v in (("name", sampler), ("seed", seed)) if v is not None}
+        over = _sampler_overrides(sampler, seed)
         if limit is not None:
             over["data"] = {"limit": limit}
         if epochs is not None:
@@ -126,9 +133,9 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Create a search once, for workers to load (``search worker``)."""
         from ..search import create_search
-        from ..studies.search import load_spec, with_sampler
+        from ..studies.search import load_spec
 
-        spec = with_sampler(load_spec(config), sampler, seed)
+        spec = load_spec(config, _sampler_overrides(sampler, seed))  # validated like `search run`'s
         s = create_search(spec, _journal(storage), study)
         out.print(f"search {s.name!r} ready in {storage}: {spec.n_stages} stages, budgets "
                   f"{[st.trials for st in spec.stages]}")
