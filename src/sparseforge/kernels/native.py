@@ -1,6 +1,6 @@
-"""The compiled CPU kernels (``csrc/ell.cpp``), built on first use with torch's extension machinery.
+"""The compiled CPU kernels (``csrc/*.cpp`` with their shared ``csrc/simd.h``), built on first use with torch's extension machinery.
 
-The C++ source ships inside the package and is compiled just-in-time by
+The C++ sources ship inside the package and is compiled just-in-time by
 :func:`torch.utils.cpp_extension.load` (the system C++ compiler, ``ninja``, OpenMP, ``-O3 -march=native``)
 into a cache directory keyed by a hash of the source, the flags, the compiler, the torch and Python
 versions and the CPU, so it compiles once per machine and source version (about 20 s of one core) and
@@ -27,7 +27,9 @@ from pathlib import Path
 
 import torch
 
-SOURCE = Path(__file__).with_name("csrc") / "ell.cpp"
+CSRC = Path(__file__).with_name("csrc")
+SOURCES = tuple(sorted(CSRC.glob("*.cpp")))  # compiled into one library
+FILES = tuple(sorted(CSRC.glob("*.[ch]pp")) + sorted(CSRC.glob("*.h")))  # what the build depends on
 CFLAGS = ("-O3", "-march=native", "-fopenmp")
 LDFLAGS = ("-fopenmp",)
 
@@ -48,7 +50,7 @@ def _cpu_signature() -> str:
 def cache_key() -> str:
     """Hash of everything the compiled library depends on (16 hex digits)."""
     h = hashlib.sha256()
-    for part in (SOURCE.read_bytes(), " ".join(CFLAGS + LDFLAGS).encode(), torch.__version__.encode(),
+    for part in (*(f.name.encode() + f.read_bytes() for f in FILES), " ".join(CFLAGS + LDFLAGS).encode(), torch.__version__.encode(),
                  platform.python_version().encode(), os.environ.get("CXX", "c++").encode(),
                  platform.machine().encode(), _cpu_signature().encode()):
         h.update(part)
@@ -83,7 +85,7 @@ def load(verbose: bool = False) -> bool:
             except OSError:  # not built yet (or half-written by a concurrent build): build under torch's lock
                 directory.mkdir(parents=True, exist_ok=True)
                 load_extension(  # flag lists are copied: load() appends to them
-                    name=name, sources=[str(SOURCE)], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
+                    name=name, sources=[str(f) for f in SOURCES], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                     build_directory=str(directory), is_python_module=False, verbose=verbose,
                 )
             _state.update(ok=True, directory=str(directory))

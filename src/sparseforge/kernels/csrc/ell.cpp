@@ -28,6 +28,8 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#include "simd.h"
+
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
@@ -36,47 +38,12 @@
 
 namespace {
 
-#if defined(__AVX512F__)
-constexpr int kVecBytes = 64;
-#elif defined(__AVX__)
-constexpr int kVecBytes = 32;
-#else
-constexpr int kVecBytes = 16;
-#endif
-
-template <typename T>
-struct Vec {
-  typedef T type __attribute__((vector_size(kVecBytes)));
-  static constexpr int lanes = kVecBytes / sizeof(T);
-  static type load(const T* p) {
-    type v;
-    std::memcpy(&v, p, sizeof v);  // unaligned load
-    return v;
-  }
-  static void store(T* p, type v) { std::memcpy(p, &v, sizeof v); }
-};
-
-// Rows per task so that a task does at least ~64k multiply-adds (tiny products stay on one thread).
-int64_t grain(int64_t groups, int64_t edges, int64_t batch) {
-  const int64_t per_group = groups ? (edges * std::max<int64_t>(batch, 1)) / groups : 0;
-  return std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(per_group, 1));
-}
-
 // Edges per pass (measured): enough independent loads to hide latency and few accumulator passes per edge;
 // sddmm keeps K * G vector accumulators in registers, so it unrolls less for wide groups.
 constexpr int spmm_unroll(int group) { return group == 1 ? 8 : group == 8 ? 2 : 4; }
 constexpr int sddmm_unroll(int group) { return group == 1 ? 8 : group == 2 ? 4 : group == 4 ? 2 : 1; }
 
 // ---------------------------------------------------------------------------------------------- spmm
-// What is applied to each finished output row: + bias[r] (if bias), then clamp to [lo, hi] (if clamp).
-template <typename T>
-struct Epilogue {
-  const T* bias = nullptr;
-  bool clamp = false;
-  T lo = 0, hi = 0;
-  bool any() const { return bias || clamp; }
-};
-
 // y[u] += sum_{q < K} w[u][q] * xs[q] for u < G; rows of length B (y rows ldy apart).
 template <typename T, int G, int K>
 inline void axpy_block(const T* const* xs, const T (&w)[G][K], T* y, int64_t ldy, int64_t B) {
@@ -113,15 +80,6 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
     axpy_block<T, G, K>(xs, w, y, ldy, B);
   }
   return k;
-}
-
-// The epilogue on n finished values of row r (the bias is added last, as (W x) + b rounds).
-template <typename T>
-inline void finish(const Epilogue<T>& ep, int64_t r, T* row, int64_t n) {
-  if (ep.bias)
-    for (int64_t c = 0; c < n; ++c) row[c] += ep.bias[r];
-  if (ep.clamp)
-    for (int64_t c = 0; c < n; ++c) row[c] = std::min(std::max(row[c], ep.lo), ep.hi);
 }
 
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
@@ -169,26 +127,6 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
 // each gathered 128-byte piece is an L2 miss more often than a streamed row is) and for grouped patterns.
 constexpr int64_t kTileReuse = 128;
 constexpr int kTileVectors = 128 / kVecBytes;
-
-// A buffer of the calling thread, reused across calls (grow only): a fresh allocation per call would be
-// page-faulted in on every call (measured: 2000 faults per call at 4096 x 256, doubling the time at 1%).
-template <typename T, int Slot>
-T* scratch(int64_t count) {
-  struct Buffer {
-    void* data = nullptr;
-    size_t bytes = 0;
-    ~Buffer() { std::free(data); }
-  };
-  static thread_local Buffer buffer;
-  const size_t need = (static_cast<size_t>(count) * sizeof(T) + 63) / 64 * 64;
-  if (need > buffer.bytes) {
-    std::free(buffer.data);
-    buffer.data = std::aligned_alloc(64, need);
-    buffer.bytes = buffer.data ? need : 0;
-    TORCH_CHECK(buffer.data, "sparseforge: cannot allocate a ", need, "-byte scratch buffer");
-  }
-  return static_cast<T*>(buffer.data);
-}
 
 // xt[t][i][0:W] = x[i, t*W : t*W + W] (zero past the batch) for rows [i0, i1).
 template <typename T>
@@ -392,56 +330,6 @@ struct SddmmOp {
 // (tile, feature block) pairs for the pack and (tile, row block) pairs for the product, tile-major, so with
 // several tiles a thread mostly reads the tiles it packed itself (its L2). sddmm_bm transposes x and gy
 // whole into reused buffers the same way and runs the feature-major sddmm.
-
-// Transposes the L x L block r[s][i] in place (r[i][s] afterwards): log2(L) perfect-shuffle stages.
-template <typename T>
-inline void transpose_square(typename Vec<T>::type (&r)[Vec<T>::lanes]) {
-  using VT = typename Vec<T>::type;
-  constexpr int L = Vec<T>::lanes;
-#if defined(__GNUC__) && !defined(__clang__)
-  using M = typename Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>::type;
-  M lo, hi;  // interleave the low (high) halves of two vectors
-  for (int j = 0; j < L; ++j) {
-    lo[j] = (j % 2 ? L : 0) + j / 2;
-    hi[j] = (j % 2 ? L : 0) + L / 2 + j / 2;
-  }
-  for (int stage = 1; stage < L; stage *= 2) {
-    VT t[L];
-    for (int i = 0; i < L / 2; ++i) {
-      t[2 * i] = __builtin_shuffle(r[i], r[i + L / 2], lo);
-      t[2 * i + 1] = __builtin_shuffle(r[i], r[i + L / 2], hi);
-    }
-    for (int i = 0; i < L; ++i) r[i] = t[i];
-  }
-#else
-  T m[L][L];
-  for (int s = 0; s < L; ++s) Vec<T>::store(m[s], r[s]);
-  for (int i = 0; i < L; ++i)
-    for (int s = 0; s < L; ++s) r[i][s] = m[s][i];
-#endif
-}
-
-// dst[i][s] = src[s][i] for features i in [i0, i1) and samples s < S, zero for s in [S, Spad); src rows lds
-// apart, dst rows ldd apart. Whole L x L blocks go through registers, the rest one value at a time.
-template <typename T>
-void transpose_rows(const T* src, int64_t lds, int64_t S, int64_t Spad, T* dst, int64_t ldd, int64_t i0, int64_t i1) {
-  using V = Vec<T>;
-  constexpr int L = V::lanes;
-  int64_t s0 = 0;
-  for (; s0 + L <= S; s0 += L) {
-    int64_t i = i0;
-    for (; i + L <= i1; i += L) {
-      typename V::type r[L];
-      for (int s = 0; s < L; ++s) r[s] = V::load(src + (s0 + s) * lds + i);
-      transpose_square<T>(r);
-      for (int k = 0; k < L; ++k) V::store(dst + (i + k) * ldd + s0, r[k]);
-    }
-    for (; i < i1; ++i)
-      for (int s = 0; s < L; ++s) dst[i * ldd + s0 + s] = src[(s0 + s) * lds + i];
-  }
-  for (int64_t i = i0; i < i1; ++i)
-    for (int64_t s = s0; s < Spad; ++s) dst[i * ldd + s] = s < S ? src[s * lds + i] : T(0);
-}
 
 // Feature blocks of the pack: a multiple of L features (the in-register transposes need full blocks).
 template <typename T>
