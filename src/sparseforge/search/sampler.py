@@ -4,18 +4,26 @@
 whole stage (every list item up to the longest list; items beyond a trial's list length are ignored),
 so Optuna asks it once per trial (``sample_relative``) and it proposes one complete network:
 
-1. the first ``n_initial`` trials of the stage (or while fewer than 2 trials have finished) take
-   scrambled Sobol points ``#trial.number`` of the stage's unit cube (scipy.stats.qmc.Sobol), so a
-   restarted or second worker continues the sequence instead of repeating it;
+1. the first ``n_design`` trials of the stage (:func:`design_size`: at least ``n_initial``, up to
+   ``dim + 1`` but at most half the stage's budget), or while fewer than 2 observations exist, take
+   point ``#trial.number`` of a space-filling design (:meth:`GPEISampler.design_point`): scrambled Sobol
+   (scipy.stats.qmc.Sobol) in the continuous coordinates, and every few-valued discrete coordinate
+   (depth, a choice, a bool) stratified so that ``k`` consecutive design points take each of its ``k``
+   values once (two Sobol points cannot cover three depths, and then the model never sees one of them).
+   The design is indexed by trial number, so a restarted or second worker continues it;
 2. afterwards it fits the GP of :mod:`sparseforge.search.gp` to the finished (and pruned) trials
-   (hyperparameters by marginal likelihood, warm-started from this sampler's previous fit), conditions it
-   on the trials other workers are running (kriging believer: a pending point "observed" at its posterior
-   mean loses its uncertainty, so N workers do not propose N near-duplicates), and maximises expected
-   improvement over the noise-free incumbent by a cheap multi-start search: ``candidates`` points (70%
-   uniform, 30% perturbations of the five best trials) are scored, then the ``LOCAL_STARTS`` best are
-   refined by ``LOCAL_ROUNDS`` rounds of shrinking random perturbations in the unit cube (ints and choices
-   move by whole bins there, so every point scored is a real network). It proposes the best point that is
-   neither finished nor running.
+   (hyperparameters by marginal likelihood, warm-started from this sampler's previous fit) plus the
+   ``prior`` observations handed over from earlier stages (trials of earlier stages that lie in this
+   stage's slice of the space, e.g. the previous stage's best at this stage's defaults: they cost
+   nothing, set the incumbent EI must beat, and are never re-proposed), conditions it on the trials
+   other workers are running (kriging believer: a pending point "observed" at its posterior mean loses
+   its uncertainty, so N workers do not propose N near-duplicates), and maximises expected improvement
+   over the noise-free incumbent by a cheap multi-start search: ``candidates`` points (70% uniform, 30%
+   perturbations of the five best trials) are scored, then the ``LOCAL_STARTS`` best, plus the best
+   candidate of every value of every few-valued discrete coordinate (so an unexplored depth or choice
+   gets its EI maximised too, not just sampled once), are refined by ``LOCAL_ROUNDS`` rounds of shrinking
+   random perturbations in the unit cube (ints and choices move by whole bins there, so every point
+   scored is a real network). It proposes the best point that is neither finished nor running.
 
 Every random choice is seeded from ``(seed, stage, trial.number)``.
 """
@@ -48,6 +56,27 @@ LOCAL_STARTS = 5
 LOCAL_ROUNDS = 3
 LOCAL_MOVES = 24
 LOCAL_STEPS = (0.08, 0.04, 0.02)
+#: a discrete coordinate with at most this many values is stratified in the design and gets one EI start
+#: per value (depths, choices, bools; not 32 layer widths)
+MAX_STRATA = 6
+
+
+def design_size(n_initial: int, dim: int, trials: int) -> int:
+    """Trials of a stage's space-filling design: ``n_initial``, raised to ``dim + 1`` (enough points to
+    see every coordinate move) as long as that leaves half the stage's ``trials`` to the model."""
+    return max(int(n_initial), min(int(dim) + 1, int(trials) // 2))
+
+
+def discrete_values(p: Any) -> list | None:
+    """Every value of a parameter (one list item) with at most :data:`MAX_STRATA` values; None for a
+    float or a many-valued int."""
+    if p.type in ("categorical", "bool"):
+        vals = p.choice_list
+    elif p.type == "int":
+        vals = list(range(int(p.low), int(p.high) + 1, p.multiple_of))
+    else:
+        return None
+    return vals if len(vals) <= MAX_STRATA else None
 
 
 class GPEISampler(BaseSampler):
@@ -62,14 +91,24 @@ class GPEISampler(BaseSampler):
         seed: base seed.
         threads: BLAS threads for the GP (1 keeps fits cheap on shared cores).
         use_pending: condition on running trials (kriging believer); False only to measure what it buys.
+        prior: ``(values, objective)`` observed before this stage at points of its space (stage values
+            as :meth:`StageSpace.values_from_flat` gives them), e.g. from :func:`stage_prior`.
+        n_design: trials of the space-filling design; None: :func:`design_size`.
     """
 
     def __init__(self, stage: StageSpace, fixed: dict[str, Any] | None = None, *, n_initial: int = 15,
                  candidates: int = 1000, restarts: int = 2, seed: int = 0, threads: int | None = 1,
-                 use_pending: bool = True) -> None:
+                 use_pending: bool = True, prior: Sequence[tuple[dict[str, Any], float]] = (),
+                 n_design: int | None = None) -> None:
         self.stage, self.fixed = stage, dict(fixed or {})
         self.use_pending = use_pending
         self.n_initial, self.candidates, self.restarts = n_initial, candidates, restarts
+        self.n_design = design_size(n_initial, stage.dim, stage.trials) if n_design is None else int(n_design)
+        self.prior = [(dict(v), float(y)) for v, y in prior if math.isfinite(float(y))]
+        # few-valued discrete coordinates: (column, values) for the design's strata and the EI starts
+        space = stage.spec.space
+        self._discrete = [(j, vals) for j, s in enumerate(stage.slots)
+                          if (vals := discrete_values(space[s.name])) is not None]
         self.seed, self.threads = seed, threads
         self._fallback = RandomSampler(seed=seed)
         self.last_phase: str | None = None
@@ -106,9 +145,10 @@ class GPEISampler(BaseSampler):
             return None
 
     def observations(self, study: Study) -> tuple[list[dict], np.ndarray, list[dict]]:
-        """(values, objective) of finished and pruned trials with a finite value; values of running ones."""
+        """(values, objective) of the ``prior`` observations and of finished and pruned trials with a finite
+        value; values of running ones."""
         trials = study.get_trials(deepcopy=False)
-        obs, ys, pending = [], [], []
+        obs, ys, pending = [v for v, _ in self.prior], [y for _, y in self.prior], []
         for t in trials:
             if t.state in (TrialState.COMPLETE, TrialState.PRUNED) and t.value is not None and math.isfinite(t.value):
                 v = self._values(t)
@@ -127,13 +167,25 @@ class GPEISampler(BaseSampler):
         sob = qmc.Sobol(d=self.stage.dim, scramble=True, seed=np.random.default_rng([self.seed, self.stage.index, 7]))
         return sob.random_base2(m)[index] if m > 0 else sob.random(1)[0]
 
+    def design_point(self, index: int) -> np.ndarray:
+        """Point ``index`` of the stage's design ``[dim]``: :meth:`sobol_point`, with every few-valued
+        discrete coordinate replaced by a stratum: points ``b*k .. b*k + k-1`` take each of its ``k``
+        values once, in an order drawn per block ``b`` (a Latin design over the discrete coordinates)."""
+        u = self.sobol_point(index)
+        space = self.stage.spec.space
+        for j, vals in self._discrete:
+            block, pos = divmod(index, len(vals))
+            order = np.random.default_rng([self.seed, self.stage.index, 11, j, block]).permutation(len(vals))
+            u[j] = space[self.stage.slots[j].name].to_unit(vals[int(order[pos])])
+        return u
+
     def _propose(self, study: Study, trial: FrozenTrial) -> dict[str, Any]:
         rng = self._rng(trial)
         obs, ys, pending = self.observations(study)
         seen = {self.stage.key(v) for v in obs + pending}
-        if trial.number < self.n_initial or len(obs) < MIN_POINTS:
+        if trial.number < self.n_design or len(obs) < MIN_POINTS:
             self.last_phase = "sobol"
-            flat = self.stage.from_unit(self.sobol_point(trial.number))
+            flat = self.stage.from_unit(self.design_point(trial.number))
             for _ in range(100):  # int rounding can collide with an earlier point: move on at random
                 if self.stage.key(self.stage.values_from_flat(flat, self.fixed)) not in seen:
                     break
@@ -158,18 +210,26 @@ class GPEISampler(BaseSampler):
         units, embs = self._distinct(self._candidates(rng, obs, ys), seen_e)
         if not len(units):  # everything proposed already exists: fall back to a random point
             return self.stage.from_unit(rng.random(self.stage.dim))
+        pool_u, pool_ei = self.maximize_ei(gp, best, units, embs, seen_e, rng)
+        return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])
+
+    def maximize_ei(self, gp: GaussianProcess, best: float, units: np.ndarray, embs: np.ndarray, seen: set,
+                    rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """Multi-start maximisation of EI over ``f* = best``: score the candidate networks ``units [m, dim]``
+        (embeddings ``embs [m, D]``), then refine the starts of :meth:`_starts` by ``LOCAL_ROUNDS`` rounds of
+        shrinking perturbations (networks in ``seen``, keys of embeddings, are skipped; scored ones join
+        it). Returns the refined starts ``[k, dim]`` and their EI ``[k]`` (the proposal is the argmax)."""
         mu, sd = gp.predict(embs)
         ei = expected_improvement(mu, sd, best)
-        # multi-start refinement of the best candidates by shrinking perturbations
-        top = np.argsort(-ei)[:LOCAL_STARTS]
+        top = self._starts(units, ei)
         pool_u, pool_ei = units[top].copy(), ei[top].copy()
-        k = len(pool_u)
-        owner = np.repeat(np.arange(k), LOCAL_MOVES)
+        owner = np.repeat(np.arange(len(pool_u)), LOCAL_MOVES)
         for step in LOCAL_STEPS[:LOCAL_ROUNDS]:
             base = pool_u[owner]
             mask = rng.random(base.shape) < max(2.0 / max(self.stage.dim, 1), 0.25)
             moves = np.clip(base + mask * step * rng.standard_normal(base.shape), 0.0, 1.0)
-            mu_, e_, kept = self._distinct(moves, seen_e, with_rows=True)
+            self._discrete_moves(moves, base, mask, rng)
+            mu_, e_, kept = self._distinct(moves, seen, with_rows=True)
             if not len(mu_):
                 continue
             m2, s2 = gp.predict(e_)
@@ -178,7 +238,39 @@ class GPEISampler(BaseSampler):
                 o = owner[kept[j]]
                 if ei2[j] > pool_ei[o]:
                     pool_u[o], pool_ei[o] = mu_[j], ei2[j]
-        return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])
+        return pool_u, pool_ei
+
+    def _discrete_moves(self, moves: np.ndarray, base: np.ndarray, mask: np.ndarray,
+                        rng: np.random.Generator) -> None:
+        """In place: every moved few-valued discrete coordinate of ``moves [m, dim]`` goes to another value
+        (an int to a neighbour, a choice to any other), since a small continuous step would stay in a bin
+        a sixth of the cube wide."""
+        space = self.stage.spec.space
+        for j, vals in self._discrete:
+            rows = np.flatnonzero(mask[:, j])
+            if not len(rows):
+                continue
+            p, k = space[self.stage.slots[j].name], len(vals)
+            idx = _value_index(p, k, base[rows, j])
+            if p.type == "int":
+                new = np.clip(idx + rng.choice([-1, 1], size=len(rows)), 0, k - 1)
+            else:
+                new = (idx + rng.integers(1, k, size=len(rows))) % k
+            centres = np.array([p.to_unit(v) for v in vals])
+            moves[rows, j] = centres[new]
+
+    def _starts(self, units: np.ndarray, ei: np.ndarray) -> np.ndarray:
+        """Rows of ``units [m, dim]`` to refine: the ``LOCAL_STARTS`` highest ``ei [m]``, and the highest
+        of every value of every few-valued discrete coordinate (each depth, each choice), once each."""
+        rows = list(np.argsort(-ei)[:LOCAL_STARTS])
+        space = self.stage.spec.space
+        for j, vals in self._discrete:
+            bins = _value_index(space[self.stage.slots[j].name], len(vals), units[:, j])
+            for b in range(len(vals)):
+                idx = np.flatnonzero(bins == b)
+                if len(idx):
+                    rows.append(int(idx[np.argmax(ei[idx])]))
+        return np.array(sorted(set(rows), key=rows.index), dtype=int)
 
     def _distinct(self, units: np.ndarray, seen: set, with_rows: bool = False):
         """Unit points ``[m, dim]`` -> (units, embeddings[, rows in ``units``]) of those whose network is
@@ -213,6 +305,15 @@ class GPEISampler(BaseSampler):
         return np.vstack([uniform, local])
 
 
+def _value_index(p: Any, k: int, u: np.ndarray) -> np.ndarray:
+    """Index in :func:`discrete_values` of the value each unit coordinate ``u [m]`` maps to (vectorised
+    ``from_unit``; ``k`` values)."""
+    u = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0)
+    if p.type in ("categorical", "bool"):
+        return np.minimum((u * k).astype(int), k - 1)
+    return np.round((p.from_unit_array(u) - p.low) / p.multiple_of).astype(int)
+
+
 def _row_key(e: np.ndarray) -> bytes:
     """Identity of a network from its embedding (items beyond a list's length are padding, so two unit
     points of one network share it); rounded so float noise does not split one network in two."""
@@ -220,16 +321,19 @@ def _row_key(e: np.ndarray) -> bytes:
 
 
 def make_sampler(name: str, stage: StageSpace, fixed: dict[str, Any], *, n_initial: int = 15,
-                 candidates: int = 1000, restarts: int = 2, seed: int = 0, salt: Sequence[int] = ()) -> BaseSampler:
+                 candidates: int = 1000, restarts: int = 2, seed: int = 0, salt: Sequence[int] = (),
+                 prior: Sequence[tuple[dict[str, Any], float]] = ()) -> BaseSampler:
     """A sampler by name: ``"gp"`` (:class:`GPEISampler`), or the baselines ``"tpe"`` (multivariate TPE),
     ``"random"`` and ``"optuna-gp"`` (Optuna's own GPSampler), with ``n_initial`` random start-up trials.
 
     Optuna's samplers keep their random state in memory, so a restarted worker seeded alike would repeat
     their proposals: ``salt`` (e.g. the number of trials already in the stage and the worker's rank)
-    is mixed into their seed.
+    is mixed into their seed. ``prior`` (observations of earlier stages in this stage's space) is used by
+    ``"gp"`` only; Optuna's samplers have no way to take it.
     """
     if name == "gp":
-        return GPEISampler(stage, fixed, n_initial=n_initial, candidates=candidates, restarts=restarts, seed=seed)
+        return GPEISampler(stage, fixed, n_initial=n_initial, candidates=candidates, restarts=restarts, seed=seed,
+                           prior=prior)
     s = int(np.random.default_rng([seed, stage.index, *salt]).integers(2**31))
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import GPSampler, TPESampler

@@ -393,6 +393,25 @@ def stage_fixed(search: Search, index: int) -> dict[str, Any]:
     return fixed
 
 
+def stage_prior(search: Search, index: int, fixed: dict[str, Any]) -> list[tuple[dict[str, Any], float]]:
+    """Observations of stage ``index``'s objective made by earlier stages: every complete trial of an
+    earlier stage whose configuration agrees with ``fixed`` (and the defaults) on every parameter this
+    stage does not search, as ``(this stage's values, objective)``. The previous stage's best is one of
+    them (at this stage's defaults), so a GP-EI stage starts from what is already known."""
+    spec = search.spec
+    own = set(spec.stages[index].params)
+    base = spec.complete(fixed)
+    out = []
+    for j in range(index):
+        for t in search.stage_study(j).get_trials(deepcopy=False, states=(TrialState.COMPLETE,)):
+            cfg = t.user_attrs.get("config")
+            if cfg is None or t.value is None or not math.isfinite(t.value):
+                continue
+            if all(cfg.get(n) == base[n] for n in spec.space if n not in own):
+                out.append(({n: cfg[n] for n in spec.stages[index].params}, float(t.value)))
+    return out
+
+
 def _pruner(spec: SearchSpec) -> optuna.pruners.BasePruner:
     p = spec.pruner
     if not p.enabled:
@@ -452,8 +471,9 @@ def run_worker(
             probe = search.stage_study(index)
             n_existing = len(probe.get_trials(deepcopy=False))
             s = spec.sampler
+            prior = stage_prior(search, index, fixed) if s.name == "gp" else ()
             sampler = make_sampler(s.name, stage, fixed, n_initial=s.n_initial, candidates=s.candidates,
-                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank))
+                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank), prior=prior)
             study = search.stage_study(index, sampler=sampler, pruner=_pruner(spec))
             study.set_user_attr("fixed", fixed)
             while True:
