@@ -155,8 +155,7 @@ def test_later_stages_start_from_the_earlier_stages_observations(tmp_path):
     s2 = search.stage_study(1).get_trials(deepcopy=False)
     cfg1 = best1.user_attrs["config"]
     assert all(t.user_attrs["config"] != cfg1 for t in s2)
-    # with the prior, the GP has 2 observations after one design point: a second worker-free proposal
-    # sees them (observations() counts prior + finished)
+    # a fresh sampler given the prior counts it among its observations before any trial of its own
     sampler = GPEISampler(sp.stage(1), fixed, n_initial=2, prior=prior)
     study = optuna.create_study(sampler=sampler)
     obs, ys, _ = sampler.observations(study)
