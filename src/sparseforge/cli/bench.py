@@ -61,16 +61,18 @@ def bench_linear(
     quiet: bool = typer.Option(False, help="no progress output"),
     device: str = typer.Option("cpu", help="cpu, or cuda (cuda:N): the GPU table (Triton kernels vs cuBLAS, "
                                            "cuSPARSE CSR, 2:4 semi-structured)"),
-    dtypes: str = typer.Option("float16,float32", help="with --device cuda: dtypes to time (float16, bfloat16, "
-                                                       "float32)"),
+    dtypes: Optional[str] = typer.Option(None, help="with --device cuda: dtypes to time, from float16, bfloat16, "
+                                                     "float32 (default float16,float32)"),
 ) -> None:
     """SparseLinear (each kernel backend; feature-major forward_fm and the drop-in layer(x), "_bm") vs
     nn.Linear / torch.mm / oneDNN and torch CSR, forward and training step, all timed in one interleaved run;
     speedup = best dense time / sparse time. Then a SparseMLP training step compiled (torch.compile, fullgraph)
     vs eager. With --device cuda: the GPU table instead (CUDA-event medians, ratios vs cuBLAS dense)."""
     if device != "cpu":
-        _bench_gpu(device, n, batch, densities, dtypes, block, repeats, clock, json_out)
+        _bench_gpu(device, n, batch, densities, dtypes or "float16,float32", block, repeats, clock, json_out)
         return
+    if dtypes is not None:
+        raise UserError(f"--dtypes={dtypes!r} is for --device cuda; the CPU table times float32")
     _check_clock(clock, threads)
     dens = parse_densities(densities, "densities") or []
     gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
@@ -120,11 +122,13 @@ def _bench_gpu(device: str, n: int, batch: int, densities: str, dtypes: str, blo
     dens = parse_densities(densities, "densities") or []
     if n % block:
         raise UserError(f"--block: {block} must divide --n {n} (block patterns are made of whole b x b blocks)")
+    from ..studies.gpu_bench import DTYPES, gpu_table
+
+    names = [choice(d.strip(), "dtypes", DTYPES) for d in dtypes.split(",")]
     output_file(json_out, "json")
     from .. import io
-    from ..studies.gpu_bench import gpu_table
 
-    res = gpu_table(n=n, batch=batch, densities=dens, dtypes=[d.strip() for d in dtypes.split(",") if d.strip()],
+    res = gpu_table(n=n, batch=batch, densities=dens, dtypes=names,
                     block=block, repeats=repeats, device=device)
     setup = res["setup"]
     out.print(f"device: {setup['device']}, torch {setup['torch']}, {n}->{n}, batch {batch}")
