@@ -643,6 +643,8 @@ def test_compare_command_on_the_synthetic_benchmark(tmp_path):
     assert res.returncode == 0, res.stderr
     md = (tmp_path / "compare.md").read_text()
     assert "| gp-ei |" in md and "| random |" in md and "known optimum f = 0" in md
+    # budgets [4, 2, 3], n_initial 2: no stage leaves half its trials after dim + 1 design points
+    assert "2 initial points per stage (gp-ei's design: [2, 2, 2])" in md
     rows = (tmp_path / "compare.csv").read_text().splitlines()
     assert len(rows) == 1 + 4  # 2 samplers x 2 seeds
     curve = (tmp_path / "anytime.csv").read_text().splitlines()

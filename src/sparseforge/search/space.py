@@ -250,7 +250,8 @@ class ObjectiveSection(_Strict):
 
 class SamplerSection(_Strict):
     name: Literal["gp", "tpe", "random", "optuna-gp"] = "gp"
-    n_initial: int = Field(default=15, ge=1, description="Sobol (or random) points before the model is used")
+    n_initial: int = Field(default=15, ge=1, description="design (or random) points before the model is used; "
+                           "gp raises it to dim + 1 while that leaves half of a stage's trials to the model")
     candidates: int = Field(default=1000, ge=16, description="candidates scored by expected improvement")
     restarts: int = Field(default=2, ge=0, description="extra random restarts of the GP hyperparameter fit")
     seed: int = Field(default=0, ge=0)

@@ -27,6 +27,7 @@ from ..data import DataSplits
 from ..search import (
     Search, SearchSpec, create_search, default_storage, front_rows, load_search, run_worker, summary, trial_rows,
 )
+from ..search.sampler import design_size
 from ..search.study import die_with_parent
 from ..search.objective import load_search_data
 from ..runs import report as run_report
@@ -327,10 +328,11 @@ def _compare_report(rows, curves, spec, run_dir, samplers, seeds) -> None:
     by = {(r["sampler"], r["seed"]): r for r in rows}
     stats = {n: _mean_sd([by[(n, s)]["best_f"] for s in seeds]) for n in samplers}
     syn = spec.model == "synthetic"
+    design = [design_size(spec.sampler.n_initial, spec.stage(i).dim, s.trials) for i, s in enumerate(spec.stages)]
     lines = [f"# Sampler comparison: {spec.name}", "",
              f"best f = f_p + {spec.objective.w_c:g} f_c over all stages (lower is better); budgets "
              f"{[s.trials for s in spec.stages]} per stage ({sum(s.trials for s in spec.stages)} trials), "
-             f"{spec.sampler.n_initial} initial points per stage, {len(seeds)} seeds"
+             f"{spec.sampler.n_initial} initial points per stage (gp-ei's design: {design}), {len(seeds)} seeds"
              + ("; known optimum f = 0" if syn else ""), "",
              "| sampler | mean best f | std | std error | mean engine s / trial | mean train s / trial |",
              "| --- | --- | --- | --- | --- | --- |"]
