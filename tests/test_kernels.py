@@ -167,6 +167,45 @@ def test_native_spmm_paths_equal_dense(tile, name, batch, dtype):
     torch.testing.assert_close(auto.double(), w @ x.double(), **tol)
 
 
+@needs_native
+@pytest.mark.parametrize("tile", [0, 1, -1])  # stream whole rows / batch tiles reused from L2 / the kernel's choice
+@pytest.mark.parametrize("name", ["structured", "random", "empty-rows", "grouped8", "full", "wide", "tall"])
+@pytest.mark.parametrize("batch", [1, 3, 17, 257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_sddmm_paths_equal_dense(tile, name, batch, dtype):
+    """Both sddmm paths, feature- and batch-major, on strided operands, against float64 dense (G X^T)[edges].
+
+    Tiles: batch 3 one vector, 17 two (float), 257 four with a last partial tile; "tall" (5000 inputs) has
+    a tile of x too big for four vectors (float: two); "wide" (out-degree 200) is tiled by default."""
+    pattern = {"wide": Pattern.full(3, 200), "tall": random_uniform(5000, 7, density=0.01, seed=5)}.get(name)
+    pattern = pattern or PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(pattern.n_in, batch + 5, generator=gen, dtype=dtype)[:, 2:-3]  # rows batch + 5 apart
+    g = torch.randn(pattern.n_out, batch + 1, generator=gen, dtype=dtype)[:, 1:]
+    rows, cols = torch.as_tensor(pattern.rows.copy()), torch.as_tensor(pattern.indices.copy())
+    ref = (g.double() @ x.double().t())[rows, cols]
+    xb = torch.randn(batch, pattern.n_in + 4, generator=gen, dtype=dtype)[:, 1:-3]  # batch-major, strided
+    gb = torch.randn(batch, pattern.n_out + 2, generator=gen, dtype=dtype)[:, 2:]
+    ref_bm = (gb.double().t() @ xb.double())[rows, cols]
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    ops = torch.ops.sparseforge
+    out = ops.sddmm(layout.indptr, layout.indices, g, x, layout.group, tile)
+    assert out.dtype == dtype and out.shape == (pattern.edges,)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    torch.testing.assert_close(ops.sddmm_bm(layout.indptr, layout.indices, gb, xb, layout.group, tile).double(),
+                               ref_bm, **tol)
+
+
+@needs_native
+def test_native_sddmm_rejects_bad_tile():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    with pytest.raises(RuntimeError, match=r"tile must be -1 \(choose\), 0 \(stream rows\) or 1 \(tiled\), got 2"):
+        torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, torch.randn(40, 3), torch.randn(48, 3), 1, 2)
+    with pytest.raises(RuntimeError, match="tile must be"):
+        torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, torch.randn(3, 40), torch.randn(3, 48), 1, -2)
+
+
 # batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
 # 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
 # (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every
