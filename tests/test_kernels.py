@@ -441,3 +441,46 @@ def test_cuda_layer_matches_cpu():
     torch.testing.assert_close(yg.cpu(), yc)
     torch.testing.assert_close(xg.grad.cpu(), xc.grad)
     torch.testing.assert_close(gpu.weight.grad.cpu(), cpu.weight.grad)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", ["random", "grouped4", "empty-rows"])
+@pytest.mark.parametrize("batch", [1, 3, 17, 257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_inference_path_equals_dense(backend, name, batch, dtype):
+    """layer(x) without autograd (the sparse_inference path: no autograd.Function) on a strided x, against
+    float64 dense math; also 3-D input, and sparse_inference with a clamp."""
+    from sparseforge.kernels.batch_major import sparse_inference
+
+    pattern = PATTERNS[name]
+    layer = SparseLinear(pattern, dtype=dtype)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, pattern.n_in + 2, generator=gen, dtype=dtype)[:, 1:-1]
+    w, b = layer.to_dense().detach().double(), layer.bias.detach().double()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    with use_backend(backend):
+        with torch.no_grad():
+            y = layer(x)
+            y3 = layer(x.reshape(1, batch, pattern.n_in))
+        yc = sparse_inference(x, layer.weight, layer._layout, layer.bias, clamp=(-0.25, 0.5))  # grad mode on
+    assert y.dtype == dtype and y.shape == (batch, pattern.n_out) and not y.requires_grad and not yc.requires_grad
+    ref = x.double() @ w.t() + b
+    torch.testing.assert_close(y.double(), ref, **tol)
+    torch.testing.assert_close(y3.reshape(batch, -1).double(), ref, **tol)
+    torch.testing.assert_close(yc.double(), ref.clamp(-0.25, 0.5), **tol)
+
+
+def test_sparse_inference_refuses_bad_operands():
+    from sparseforge.kernels.batch_major import sparse_inference
+
+    layer = SparseLinear(PATTERNS["random"])
+    with pytest.raises(ValueError, match=r"x must be \[batch, n_in=37\], got \(2, 36\)"):
+        sparse_inference(torch.randn(2, 36), layer.weight, layer._layout)
+    with pytest.raises(ValueError, match="x_fm is torch.float64 but the values are torch.float32"):
+        sparse_inference(torch.randn(2, 37, dtype=torch.float64), layer.weight, layer._layout)
+    with pytest.raises(ValueError, match=r"values must hold one entry per edge"):
+        sparse_inference(torch.randn(2, 37), layer.weight[:-1], layer._layout)
+    with pytest.raises(ValueError, match=r"clamp must be \(lo, hi\) with lo <= hi"):
+        sparse_inference(torch.randn(2, 37), layer.weight, layer._layout, clamp=(1.0, 0.0))
+    with torch.no_grad(), pytest.raises(ValueError, match="x_fm is torch.float64 but the values are torch.float32"):
+        layer(torch.randn(2, 37, dtype=torch.float64))
