@@ -83,6 +83,24 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
   return k;
 }
 
+// sum_k v[k] * x[idx[k] * ldx]: with unit stride, vectorised gathers (a vector of indices, of values and of
+// gathered x per step); else 4 partial sums.
+template <typename T>
+inline T gathered_dot(const T* v, const int64_t* idx, int64_t n, const T* x, int64_t ldx) {
+  if (ldx == 1) {
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < n; ++k) s += v[k] * x[idx[k]];
+    return s;
+  }
+  T s[4] = {0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4)
+    for (int q = 0; q < 4; ++q) s[q] += v[k + q] * x[idx[k + q] * ldx];
+  for (; k < n; ++k) s[0] += v[k] * x[idx[k] * ldx];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
 void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* x,
@@ -95,14 +113,7 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
     for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
     T* yg = y + r0 * B;
     if (B == 1) {  // one sample (latency-bound inference): a gathered dot product per row, 4 partial sums
-      for (int u = 0; u < G; ++u) {
-        T s[4] = {0, 0, 0, 0};
-        int64_t k = 0;
-        for (; k + 4 <= n; k += 4)
-          for (int q = 0; q < 4; ++q) s[q] += vals[u][k + q] * x[idx[k + q] * ldx];
-        for (; k < n; ++k) s[0] += vals[u][k] * x[idx[k] * ldx];
-        yg[u] = (s[0] + s[1]) + (s[2] + s[3]);
-      }
+      for (int u = 0; u < G; ++u) yg[u] = gathered_dot(vals[u], idx, n, x, ldx);
       if (ep.any())
         for (int u = 0; u < G; ++u) finish(ep, r0 + u, yg + u, 1);
       continue;
