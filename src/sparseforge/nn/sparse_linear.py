@@ -7,7 +7,9 @@ import torch
 from torch import nn
 
 from ..kernels import SparseLayout, sparse_matmul
+from ..kernels.backend import resolve_backend
 from ..kernels.batch_major import needs_grad, sparse_inference
+from ..kernels.ell import PRODUCTS
 from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
 from ..topology import Pattern
 
@@ -101,7 +103,12 @@ class SparseLinear(nn.Module):
         layout = self._layout
         check_operands(x_fm, self.weight, layout, self.bias)
         if not tracing():
-            return linear_fm(x_fm, self.weight, self.bias, layout)
+            params = self._parameters
+            weight, bias = params["weight"], params.get("bias")
+            if x_fm.dtype in COMPUTE_DTYPES and not needs_grad(x_fm, weight, bias):  # no autograd.Function
+                return PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)][0](layout, weight.reshape(-1), x_fm,
+                                                                             bias=bias)
+            return linear_fm(x_fm, weight, bias, layout)
         # traced: the buffers themselves (not the layout's references to them), so torch.export sees buffers
         return linear_fm(x_fm, self.weight, self.bias, layout,
                          (self.indptr, self.indices, self.t_indptr, self.t_indices, self.t_perm))
