@@ -484,3 +484,31 @@ def test_sparse_inference_refuses_bad_operands():
         sparse_inference(torch.randn(2, 37), layer.weight, layer._layout, clamp=(1.0, 0.0))
     with torch.no_grad(), pytest.raises(ValueError, match="x_fm is torch.float64 but the values are torch.float32"):
         layer(torch.randn(2, 37, dtype=torch.float64))
+
+
+def test_pruned_mlp_keeps_the_dense_weights_on_its_patterns_and_latency_rows():
+    from sparseforge.studies.bench import latency, pruned_mlp
+
+    dense, sparse = pruned_mlp((30, 12, 5), sparsity=0.75, seed=3)
+    linears = [m for m in dense if isinstance(m, torch.nn.Linear)]
+    layers = [m for m in sparse if isinstance(m, SparseLinear)]
+    assert [m.pattern.edges for m in layers] == [round(0.25 * 30 * 12), round(0.25 * 12 * 5)]
+    for lin, sl in zip(linears, layers):
+        w = sl.to_dense().detach()
+        keep = w != 0
+        torch.testing.assert_close(w[keep], lin.weight.detach()[keep])
+        torch.testing.assert_close(sl.bias.detach(), lin.bias.detach())
+    x = torch.randn(4, 30, dtype=torch.float64)
+    with torch.no_grad():  # the sparse net is the dense net with the pruned weights zeroed
+        h = x
+        for lin, sl in zip(linears, layers):
+            h = h @ sl.to_dense().double().t() + lin.bias.double()
+            h = h.relu() if sl is not layers[-1] else h
+        torch.testing.assert_close(sparse.double()(x), h)
+    res = latency(sizes=(30, 12, 5), sparsity=0.75, batches=(1, 2), repeats=1, number=2)
+    assert [r["batch"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["dense_us"] > 0 and r["sparse_us"] > 0 and len(r["sparse_layer_us"]) == 2
+        assert r["speedup"] == pytest.approx(r["dense_us"] / r["sparse_us"])
+    with pytest.raises(Exception, match="sparsity must be in"):
+        pruned_mlp((30, 12), sparsity=1.0)
