@@ -491,10 +491,13 @@ struct SpmmBmOp {
       SpmmOp<T, G>::run(ip, id, v, ep, x, 1, y, 1, rows / G, edges);
     else if (B <= L)  // small batches: one tile of one vector
       spmm_bm_tiles<T, G, 1>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
-    else if (G <= 4 && B > 2 * L && B <= 4 * L && n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
+    else if (G <= 4 && B > 2 * L && (B <= 4 * L || n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes / 2) &&
+             n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
       // one tile of 4 vectors (fits L2) instead of two of 2: half the per-row overhead (measured at 4096^2,
       // 5%, 1 thread, loaded machine: batch 48-64 at 0.68-0.84x the feature-major time instead of 0.82-1.09x;
-      // no change at 1%); G = 8 would need all 32 vector registers
+      // no change at 1%); G = 8 would need all 32 vector registers. Larger batches too while a tile of x is
+      // at most half of kWideTileBytes (measured, 512 -> 256, batch 128, 1 thread: 0.97x / 1.14x the
+      // feature-major time at 10% / 5% instead of 1.02x / 1.24x)
       spmm_bm_tiles<T, G, 4>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
     else
       spmm_bm_tiles<T, G, kTileVectors>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
