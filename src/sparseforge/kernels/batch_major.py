@@ -84,8 +84,9 @@ def sparse_inference(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout
 
     The eager inference path of :class:`~sparseforge.nn.SparseLinear`: no ``autograd.Function``, no reshape of
     ``values`` (``[edges]`` or ``[n_out, d_in]``) and the full operand check only when the cheap one fails.
-    Measured at 64 -> 64, batch 4, 1 thread (thread CPU time): ``layer(x)`` 30 us -> see bench latency, of which the
-    kernel is ~3 us. float32/float64 only (half precision goes through :func:`sparse_matmul`).
+    Measured at 64 -> 64, batch 4, 1 thread (thread CPU time): ``layer(x)`` 30 us -> 9-13 us, of which the op
+    call is ~3-4 us (``sparseforge bench latency`` shows it on a pruned LeNet). float32/float64 only (half
+    precision goes through :func:`sparse_matmul`).
     """
     if x.dim() != 2 or x.shape[1] != layout.n_in:
         raise ValueError(f"x must be [batch, n_in={layout.n_in}], got {tuple(x.shape)}")
