@@ -512,3 +512,23 @@ def test_pruned_mlp_keeps_the_dense_weights_on_its_patterns_and_latency_rows():
         assert r["speedup"] == pytest.approx(r["dense_us"] / r["sparse_us"])
     with pytest.raises(Exception, match="sparsity must be in"):
         pruned_mlp((30, 12), sparsity=1.0)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_single_sample_transposed_view(backend):
+    """x = column.t(): [1, n] with strides (1, 1) (what x.t().contiguous() of an [n, 1] tensor keeps), with and
+    without autograd, batch- and feature-major, against float64 dense."""
+    layer = SparseLinear(PATTERNS["random"])
+    x = torch.randn(37, 1).t()
+    assert x.stride() == (1, 1)
+    ref = x.double() @ layer.to_dense().detach().double().t() + layer.bias.detach().double()
+    with use_backend(backend):
+        with torch.no_grad():
+            y0 = layer(x)
+        y1 = layer(x)
+        gy = torch.randn(29, 1).t()  # grad_y a strided single row too
+        y1.backward(gy)
+    torch.testing.assert_close(y0.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y1.double(), ref, rtol=1e-5, atol=1e-5)
+    _, _, ref_gv = dense_reference(layer.pattern, layer.weight, x.t(), gy.t())
+    torch.testing.assert_close(layer.weight.grad.reshape(-1).double(), ref_gv, rtol=1e-5, atol=1e-5)

@@ -116,7 +116,7 @@ def info() -> dict[str, object]:
 
 def rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when its rows are unit-stride (any row stride), else a contiguous copy."""
-    if t.shape[1] <= 1 or (t.stride(1) == 1 and t.stride(0) >= t.shape[1]):
+    if t.shape[1] <= 1 or (t.stride(1) == 1 and (t.stride(0) >= t.shape[1] or t.shape[0] <= 1)):
         return t
     return t.contiguous()
 

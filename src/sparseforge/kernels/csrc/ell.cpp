@@ -373,7 +373,9 @@ void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t 
 
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, const char* shape = "[n, batch]",
                 const char* along = "the batch") {
-  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1))),
+  // (a single row's stride is never used: x.t() of an [n, 1] tensor is [1, n] with strides (1, 1))
+  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) &&
+                                                  (t.stride(0) >= t.size(1) || t.size(0) <= 1))),
               "sparseforge: ", name, " must be 2-D ", shape, " with unit stride along ", along, ", got sizes ",
               t.sizes(), " strides ", t.strides());
   TORCH_CHECK(t.scalar_type() == dtype, "sparseforge: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
