@@ -98,7 +98,8 @@ def bench_linear(
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
     keep = ("pattern", "group", "density", "backend", "fwd_ms", "grad_input_ms", "grad_values_ms", "train_ms",
-            "fwd_bm_ms", "train_bm_ms", "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train", "speedup_fwd_bm", "speedup_train_bm")
+            "fwd_bm_ms", "train_bm_ms", "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train",
+            "speedup_fwd_bm", "speedup_train_bm")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
     if compile:
