@@ -16,14 +16,14 @@
 //        g[e] = sum_s gy(s, row(e)) * x(s, indices[e]): per block a dense BS x BS product gy_blk^T x_blk.
 //
 // Forward / grad-input ("tile" kernel). x is cut into tiles of W = NV vectors of samples, each packed
-// feature-major (xt[i][0:W], in-register transposes for batch-major x; feature-major x is read in place) so
+// feature-major (xt[i][0:W]: in-register transposes of batch-major x, row copies of feature-major x) so
 // that a tile (n * W values) stays in L2 while every block row reads it. For a block row and a tile the
 // kernel keeps OC x NV vector accumulators (OC outputs x W samples) in registers over all its blocks: per
 // input i of a block it loads NV vectors of x (row i of the block, contiguous) and broadcasts OC weights,
-// for OC * NV multiply-adds. With AVX-512 (32 registers, 16 floats) and BS = 8: OC = 8, NV = 3, so
-// 24 accumulators + 3 x vectors, and per input 3 loads + 8 broadcasts (folded into the FMAs as {1toN}
-// memory operands) for 24 FMAs: the two FMA ports, not the two load ports, are the limit (11 loads take
-// 5.5 cycles, 24 FMAs 12). BS = 4: OC = 4, NV = 6 (6 + 4 loads per 24 FMAs); BS = 16: OC = 16, NV = 1
+// for OC * NV multiply-adds. With AVX-512 (32 registers, 16 floats) and BS = 8: OC = 8, NV <= 3, so
+// 24 accumulators + 3 x vectors, and per input 3 loads + 8 broadcasts for 24 FMAs (the compiled loop: 3
+// loads, 8 vbroadcastss, 24 vfmadd231ps, 4 scalar ops): the two FMA ports, not the two load ports, are the
+// limit (11 loads take 5.5 cycles, 24 FMAs 12). NV = 2 at batch 256 (tile_vectors: no narrow last tile). BS = 4: OC = 4, NV = 6 (6 + 4 loads per 24 FMAs); BS = 16: OC = 16, NV = 1
 // (1 + 16 loads per 16 FMAs: nearly load-bound). With 16 registers (AVX2) the accumulator budget is 12.
 // W is capped so that a tile of x fits half of L2 (weights are re-read once per tile, from L3).
 // Batch-major output: L consecutive output rows are staged [L][W] and written back as L x L register
@@ -31,7 +31,9 @@
 //
 // Transposed (grad-input): row o of block (R, k) of W^T is input column R*BS + o of W, and input i is row
 // c*BS + i of W; W^T[R*BS + o, c*BS + i] = values[perm[e0 + i] + o] with e0 = the transposed block's first
-// edge: one perm lookup per input of a block gives a pointer to BS contiguous weights (one per output).
+// edge: one perm lookup per input of a block gives BS contiguous weights. These are copied once per call
+// into the transpose's CSR order (a BS x BS transpose per block, into a reused buffer), and the forward
+// kernel runs on that: reading them in place would cost BS random cache lines per block on every tile.
 //
 // Grad-values ("block product" kernel). Per block row R and block k, G = gy_R^T x_k is BS x BS over the
 // batch. Vectors run over inputs i (Q = min(BS, L) inputs) and P = L / Q samples: lane p*Q + q holds sample
@@ -84,10 +86,6 @@ inline void tile_block_row(const int64_t* indptr, const int64_t* indices, const 
     for (int v = 0; v < NV; ++v) acc[o][v] = VT{};
   for (int64_t k = 0; k < nb; ++k) {
     const T* xb = xt + cols[k * BS] * W;  // the block's BS input rows, contiguous (BS * W values)
-    if (k + 1 < nb) {  // the next block is a random place in L2: ask for it one block ahead
-      const char* nx = reinterpret_cast<const char*>(xt + cols[(k + 1) * BS] * W);
-      for (int64_t line = 0; line < int64_t{BS} * W * int64_t{sizeof(T)}; line += 64) __builtin_prefetch(nx + line);
-    }
     for (int i = 0; i < BS; ++i) {
       VT xv[NV];
       for (int v = 0; v < NV; ++v) xv[v] = V::load(xb + i * W + v * L);
@@ -115,11 +113,18 @@ inline void stage_rows(int nv, const int64_t* indptr, const int64_t* indices, co
   }
 }
 
-// Vectors per full tile: max_vectors(BS), fewer when n rows of a tile would not fit kTileBytes.
+// Vectors per full tile: at most max_vectors(BS) and what keeps a tile of n rows within kTileBytes; of those
+// the most that leave no narrower last tile (or one short by a single vector): a last tile of fewer vectors
+// is load-bound (at batch 256, b = 8: 8 tiles of 2 vectors rather than 5 of 3 and one of 1).
 template <typename T, int BS>
-int tile_vectors(int64_t n) {
+int tile_vectors(int64_t n, int64_t B) {
   const int64_t per_vector = std::max<int64_t>(1, n) * kVecBytes;
-  return static_cast<int>(std::clamp<int64_t>(kTileBytes / per_vector, 1, max_vectors(BS)));
+  const int64_t cap = std::clamp<int64_t>(kTileBytes / per_vector, 1, max_vectors(BS));
+  const int64_t vectors = (B + Vec<T>::lanes - 1) / Vec<T>::lanes;
+  if (vectors <= cap) return static_cast<int>(vectors);
+  for (int64_t nv = cap; nv > 1; --nv)
+    if (vectors % nv == 0 || vectors % nv == nv - 1) return static_cast<int>(nv);
+  return 1;
 }
 
 // Values of the stage of block_spmm_run: SR = max(BS, L) rows of up to max_vectors(BS) vectors.
@@ -130,8 +135,8 @@ constexpr int stage_size() {
 
 // The transpose's values in its own CSR order: out[t_indptr[R*BS + o] + k*BS + i] = values[perm[e0 + i] + o]
 // (e0 = t_indptr[R*BS] + k*BS; see "Transposed"): per block BS contiguous runs of BS read, one BS x BS
-// transpose written. Read once per call, instead of once per tile at random places (measured: grad-input 16 ms
-// -> see the bench in the report, at 4096^2, 10%, b = 8, batch 256, one thread).
+// transpose written. Read once per call, instead of once per tile at random places (measured at 4096^2, 10%,
+// b = 8, batch 256, one thread, loaded machine: grad-input 16.1 ms -> 10.4-11.6 ms).
 template <typename T, int BS>
 const T* transposed_values(const T* values, const int64_t* t_indptr, const int64_t* perm, int64_t rows) {
   T* out = scratch<T, 7>(t_indptr[rows]);
@@ -139,11 +144,14 @@ const T* transposed_values(const T* values, const int64_t* t_indptr, const int64
                    [&](int64_t R0, int64_t R1) {
     for (int64_t R = R0; R < R1; ++R) {
       const int64_t e0 = t_indptr[R * BS], nb = (t_indptr[R * BS + 1] - e0) / BS;
-      for (int64_t k = 0; k < nb; ++k)
-        for (int i = 0; i < BS; ++i) {
-          const T* src = values + perm[e0 + k * BS + i];
-          for (int o = 0; o < BS; ++o) out[t_indptr[R * BS + o] + k * BS + i] = src[o];
-        }
+      T* dst[BS];
+      for (int o = 0; o < BS; ++o) dst[o] = out + t_indptr[R * BS + o];
+      for (int64_t k = 0; k < nb; ++k) {
+        const T* src[BS];
+        for (int i = 0; i < BS; ++i) src[i] = values + perm[e0 + k * BS + i];
+        for (int o = 0; o < BS; ++o)  // one contiguous run of BS per output row
+          for (int i = 0; i < BS; ++i) dst[o][k * BS + i] = src[i][o];
+      }
     }
   });
   return out;
@@ -156,11 +164,11 @@ void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* valu
                     int64_t ldx, int64_t n, int64_t B, T* y, int64_t rows) {
   using V = Vec<T>;
   constexpr int L = V::lanes, SR = BS > L ? BS : L;  // SR: rows per stage
-  const int nvf = tile_vectors<T, BS>(n);
+  const int nvf = tile_vectors<T, BS>(n, B);
   const int64_t W = nvf * L, tiles = (B + W - 1) / W;
   const int64_t tail = B - (tiles - 1) * W, tail_nv = (tail + L - 1) / L;
   // x packed feature-major, tile t at xt + t*n*W, rows nv*L apart (zero past the batch); batch-major x by
-  // in-register transposes, feature-major x by copies (read in place, its rows B apart would alias in L2)
+  // in-register transposes, feature-major x by row copies (read in place, its rows B apart alias in L2 sets)
   T* xt = scratch<T, 4>(tiles * n * W);
   constexpr int64_t F = 4 * L;  // features per pack task (the register transposes need whole L-blocks)
   const int64_t fb = (n + F - 1) / F;
@@ -225,17 +233,24 @@ struct Lanes {
 };
 
 // Adds (first: stores) the sum of the P lane groups of a (Q values each) into dst[0:Q].
+// In registers: log2(P) halvings (a shuffle and an add each), then the low Q lanes are added to dst.
 template <typename T, int Q, int P>
 inline void fold_store(typename Vec<T>::type a, T* dst, bool first) {
   typedef T VQ __attribute__((vector_size(Q * sizeof(T))));
-  alignas(64) T t[Q * P];
-  Vec<T>::store(t, a);
-  VQ s, u;
-  std::memcpy(&s, t, sizeof s);
-  for (int p = 1; p < P; ++p) {
-    std::memcpy(&u, t + p * Q, sizeof u);
-    s += u;
+  for (int half = Q * P / 2; half >= Q; half /= 2) {
+#if defined(__GNUC__) && !defined(__clang__)
+    using M = typename Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>::type;
+    M m;
+    for (int l = 0; l < Q * P; ++l) m[l] = (l + half) % (Q * P);
+    a += __builtin_shuffle(a, m);
+#else
+    typename Vec<T>::type b;
+    for (int l = 0; l < Q * P; ++l) b[l] = a[(l + half) % (Q * P)];
+    a += b;
+#endif
   }
+  VQ s, u;
+  std::memcpy(&s, &a, sizeof s);
   if (!first) {
     std::memcpy(&u, dst, sizeof u);
     s += u;
