@@ -62,7 +62,6 @@ namespace {
 
 constexpr int kAccs = kVecBytes == 64 ? 24 : 12;       // vector accumulators that leave registers for operands
 constexpr int64_t kTileBytes = int64_t{1} << 20;       // packed x per tile: half of this machine kind's L2
-constexpr int64_t kSpanBytes = int64_t{3} << 19;       // packed x of the tiles that share one pass over weights
 
 // Output rows per pass of the tile kernel: BS when BS accumulators fit, else BS / 2, BS / 4.
 constexpr int out_chunk(int bs) { return bs <= kAccs ? bs : bs / 2 <= kAccs ? bs / 2 : bs / 4; }
@@ -188,40 +187,32 @@ void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* valu
       }
     }
   });
-  // work items: (span, stage of SR rows), span-major; a span is the tiles whose packed x fits kSpanBytes together,
-  // computed one after another for the same rows, so a stage's weights are read once per span (from L1/L2)
-  // rather than once per tile (from L3; 6.7 MB per pass at 4096^2, 10%)
-  const int64_t per_span = std::max<int64_t>(1, kSpanBytes / std::max<int64_t>(1, n * W * int64_t{sizeof(T)}));
-  const int64_t spans = (tiles + per_span - 1) / per_span;
+  // work items: (tile, stage of SR rows), tile-major
   const int64_t stages = (rows + SR - 1) / SR;
   const int64_t edges = indptr[rows];
-  at::parallel_for(0, spans * stages, std::max<int64_t>(1, grain(rows, edges, W * per_span) / SR),
-                   [&](int64_t a0, int64_t a1) {
+  at::parallel_for(0, tiles * stages, std::max<int64_t>(1, grain(rows, edges, W) / SR), [&](int64_t a0, int64_t a1) {
     alignas(64) T stage[stage_size<T, BS>()];
     for (int64_t a = a0; a < a1; ++a) {
-      const int64_t r0 = (a % stages) * SR, nr = std::min<int64_t>(SR, rows - r0);
-      for (int64_t t = (a / stages) * per_span; t < std::min(tiles, (a / stages + 1) * per_span); ++t) {
-        const int64_t c0 = t * W, width = std::min(W, B - c0);
-        const int nv = static_cast<int>(t == tiles - 1 ? tail_nv : nvf);
-        const int64_t ldo = nv * L;
-        stage_rows<T, BS>(nv, indptr, indices, values, r0, nr, xt + t * n * W, stage, ldo);
-        for (int64_t q = 0; q < nr; ++q) finish(ep, r0 + q, stage + q * ldo, width);
-        if (!BM) {
-          for (int64_t q = 0; q < nr; ++q) std::memcpy(y + (r0 + q) * B + c0, stage + q * ldo, sizeof(T) * width);
-          continue;
-        }
-        for (int64_t s0 = 0; s0 < width; s0 += L) {  // stage[q][s] -> y[c0 + s][r0 + q]
-          for (int64_t q0 = 0; q0 < nr; q0 += L) {
-            if (q0 + L <= nr && s0 + L <= width) {
-              typename V::type reg[L];
-              for (int q = 0; q < L; ++q) reg[q] = V::load(stage + (q0 + q) * ldo + s0);
-              transpose_square<T>(reg);
-              for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * rows + r0 + q0, reg[s]);
-            } else {
-              for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
-                for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q)
-                  y[(c0 + s) * rows + r0 + q] = stage[q * ldo + s];
-            }
+      const int64_t t = a / stages, r0 = (a % stages) * SR, nr = std::min<int64_t>(SR, rows - r0);
+      const int64_t c0 = t * W, width = std::min(W, B - c0);
+      const int nv = static_cast<int>(t == tiles - 1 ? tail_nv : nvf);
+      const int64_t ldo = nv * L;
+      stage_rows<T, BS>(nv, indptr, indices, values, r0, nr, xt + t * n * W, stage, ldo);
+      for (int64_t q = 0; q < nr; ++q) finish(ep, r0 + q, stage + q * ldo, width);
+      if (!BM) {
+        for (int64_t q = 0; q < nr; ++q) std::memcpy(y + (r0 + q) * B + c0, stage + q * ldo, sizeof(T) * width);
+        continue;
+      }
+      for (int64_t s0 = 0; s0 < width; s0 += L) {  // stage[q][s] -> y[c0 + s][r0 + q]
+        for (int64_t q0 = 0; q0 < nr; q0 += L) {
+          if (q0 + L <= nr && s0 + L <= width) {
+            typename V::type reg[L];
+            for (int q = 0; q < L; ++q) reg[q] = V::load(stage + (q0 + q) * ldo + s0);
+            transpose_square<T>(reg);
+            for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * rows + r0 + q0, reg[s]);
+          } else {
+            for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
+              for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q) y[(c0 + s) * rows + r0 + q] = stage[q * ldo + s];
           }
         }
       }
