@@ -8,4 +8,4 @@ cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 "$PY" -c 'import torch, triton; assert torch.cuda.is_available(), "no CUDA device"; print("torch", torch.__version__, "triton", triton.__version__, torch.cuda.get_device_name())'
 timeout 180 "$PY" -m pytest -m cuda -q tests/
-timeout 150 "$PY" benchmarks/bench_gpu.py --repeats 20 "$@"
+timeout 150 "$(dirname "$PY")/sparseforge" bench linear --device cuda --repeats 20 "$@"

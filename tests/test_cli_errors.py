@@ -232,6 +232,12 @@ def test_one_recipe_naming_scheme():
             assert n in r.stdout
             p = resolve_recipe(n, prefix)
             assert resolve_recipe(p.stem, prefix) == p == resolve_recipe(n.replace("-", "_"), prefix)
+    from sparseforge.nn.conv_recipes import CONV_RECIPES
+
+    lines = r.stdout.splitlines()
+    for name in CONV_RECIPES:  # code-defined recipes are listed with the command that runs them
+        assert any(f"sparseforge conv2 --recipe {name}" in ln for ln in lines), name
+    assert "sparseforge study transformer --setting medium" in r.stdout
     assert resolve_recipe("tiny-digits", "search_").name == "search_tiny_digits.yaml"
     assert resolve_recipe("search_tiny_digits", "search_").name == "search_tiny_digits.yaml"  # used to be refused
     with pytest.raises(ConfigError, match="recipes: lenet-filter, lenet-shape, resnet-depth, tiny"):

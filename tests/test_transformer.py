@@ -1,5 +1,6 @@
 """The sparse-FF Vision Transformer against dense float64 references, and the transformer study end to end."""
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -110,3 +111,28 @@ def test_cli_study_transformer_bad_setting_is_one_line(tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr
     assert "--setting='huge' is not a setting of study transformer; choose one of ['medium', 'tiny']" in \
         " ".join(r.stderr.split())
+
+
+def test_cli_study_transformer_keeps_its_run_dir_and_overwrite_clears_it(tmp_path):
+    """A run dir of other settings is refused naming a field; --overwrite clears it; --seeds is refused."""
+    from sparseforge.runs import RunStore
+
+    exe = str(Path(sys.executable).with_name("sparseforge"))
+    rd = tmp_path / "rd"
+    with RunStore(rd, SETTINGS["medium"], command="study transformer"):
+        pass
+    (rd / "results" / "stale.json").parent.mkdir(exist_ok=True)
+    (rd / "results" / "stale.json").write_text("{}")
+
+    def cli(*extra):
+        return subprocess.run([exe, "study", "transformer", "--setting", "tiny", "--run-dir", str(rd), "--quiet",
+                               *extra], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+
+    r = cli()
+    assert r.returncode == 2 and "Traceback" not in r.stderr and "d_model" in r.stderr, r.stderr
+    r = cli("--seeds", "3")
+    assert r.returncode == 2 and "--seeds=3" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = cli("--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert not (rd / "results" / "stale.json").exists()
+    assert json.loads((rd / "run.json").read_text())["settings"]["d_model"] == SETTINGS["tiny"].d_model

@@ -59,11 +59,20 @@ def bench_linear(
     compile: bool = typer.Option(True, help="also time a SparseMLP training step under torch.compile vs eager"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
     quiet: bool = typer.Option(False, help="no progress output"),
+    device: str = typer.Option("cpu", help="cpu, or cuda (cuda:N): the GPU table (Triton kernels vs cuBLAS, "
+                                           "cuSPARSE CSR, 2:4 semi-structured)"),
+    dtypes: Optional[str] = typer.Option(None, help="with --device cuda: dtypes to time, from float16, bfloat16, "
+                                                     "float32 (default float16,float32)"),
 ) -> None:
     """SparseLinear (each kernel backend; feature-major forward_fm and the drop-in layer(x), "_bm") vs
     nn.Linear / torch.mm / oneDNN and torch CSR, forward and training step, all timed in one interleaved run;
     speedup = best dense time / sparse time. Then a SparseMLP training step compiled (torch.compile, fullgraph)
-    vs eager."""
+    vs eager. With --device cuda: the GPU table instead (CUDA-event medians, ratios vs cuBLAS dense)."""
+    if device != "cpu":
+        _bench_gpu(device, n, batch, densities, dtypes or "float16,float32", block, repeats, clock, json_out)
+        return
+    if dtypes is not None:
+        raise UserError(f"--dtypes={dtypes!r} is for --device cuda; the CPU table times float32")
     _check_clock(clock, threads)
     dens = parse_densities(densities, "densities") or []
     gdens = parse_densities(group_densities, "group-densities") if group_densities.strip() else []
@@ -97,6 +106,38 @@ def bench_linear(
                                       clock=clock)
         _print_rows(res["compile"], f"SparseMLP ({n}, {n}, 10) training step: torch.compile(fullgraph) vs eager "
                                     "(compiled_vs_eager = compiled / eager time)")
+    if json_out:
+        io.write_json(json_out, res)
+
+
+def _bench_gpu(device: str, n: int, batch: int, densities: str, dtypes: str, block: int, repeats: int,
+               clock: str, json_out: Optional[Path]) -> None:
+    """``bench linear --device cuda``: :func:`sparseforge.studies.gpu_bench.gpu_table`, printed per dtype."""
+    import re
+
+    if not re.fullmatch(r"cuda(:\d+)?", device):
+        raise UserError(f"--device: {device!r} is not allowed; choose cpu, cuda or cuda:N")
+    if clock != "wall":
+        raise UserError(f"--clock {clock}: the GPU table is timed with CUDA events; drop --clock")
+    dens = parse_densities(densities, "densities") or []
+    if n % block:
+        raise UserError(f"--block: {block} must divide --n {n} (block patterns are made of whole b x b blocks)")
+    from ..studies.gpu_bench import DTYPES, gpu_table
+
+    names = [choice(d.strip(), "dtypes", DTYPES) for d in dtypes.split(",")]
+    output_file(json_out, "json")
+    from .. import io
+
+    res = gpu_table(n=n, batch=batch, densities=dens, dtypes=names,
+                    block=block, repeats=repeats, device=device)
+    setup = res["setup"]
+    out.print(f"device: {setup['device']}, torch {setup['torch']}, {n}->{n}, batch {batch}")
+    for note in res["notes"]:
+        notice(note)
+    keep = ("contender", "density", "fwd_ms", "train_ms", "x_fwd", "x_train")
+    for dname in dict.fromkeys(r["dtype"] for r in res["rows"]):
+        rows = [{k: ("–" if r[k] is None else r[k]) for k in keep} for r in res["rows"] if r["dtype"] == dname]
+        _print_rows(rows, f"{dname}: ratio = best dense of this run / contender (higher is faster)")
     if json_out:
         io.write_json(json_out, res)
 

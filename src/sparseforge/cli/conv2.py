@@ -16,8 +16,7 @@ def register(app: typer.Typer) -> None:
 
     @app.command("conv2")
     def conv2(
-        recipe: str = typer.Option("mnist-conv2", help="mnist-conv2, mnist-conv2-4, mnist-conv2-1, "
-                                                       "fashion-mnist-conv2, cifar10-conv2, cifar100-conv2"),
+        recipe: str = typer.Option("mnist-conv2", help="a conv net of seed 001 (`sparseforge recipes` lists them)"),
         fan_out: Optional[str] = typer.Option(None, help="classifier fan-outs, e.g. 16,10 (default: the recipe's)"),
         dataset: Optional[str] = typer.Option(None, help="default: the recipe's"),
         data_root: Optional[Path] = typer.Option(None, help="dataset files (CIFAR: the python-pickle batches)"),

@@ -37,7 +37,7 @@ def _list() -> None:
     out.print(t)
 
 
-def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
+def _transformer(setting: str, run_dir: Optional[Path], quiet: bool, overwrite: bool) -> None:
     """``sparseforge study transformer``: a code-defined study (no YAML recipe)."""
     import torch
 
@@ -51,7 +51,7 @@ def _transformer(setting: str, run_dir: Optional[Path], quiet: bool) -> None:
     rd = run_dir or Path("runs") / f"study_transformer_{setting}"
     if not quiet:
         err.print(f"study transformer ({setting}): {len(cfg.densities)} feed-forward densities -> {rd}")
-    res = run_transformer_study(cfg, rd, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
+    res = run_transformer_study(cfg, rd, overwrite=overwrite, callbacks_for=lambda label: [Progress(label, enabled=not quiet)],
                                 notify=lambda msg: None if quiet else err.print(msg))
     for r in res["timing"]:
         a = next(x for x in res["accuracy"] if x["label"] == r["label"])
@@ -78,7 +78,10 @@ def register(app: typer.Typer) -> None:
         """Studies of pre-defined sparsity (seed 000 'trends and guidelines', 004 families): CSV, plots, report."""
         output_dir(run_dir, "run-dir")
         if name == "transformer" and not list_:
-            _transformer(setting, run_dir, quiet)
+            if seeds is not None:
+                raise UserError(f"--seeds={seeds}: study transformer runs one seed per setting (its settings are "
+                                "code-defined; see --list); drop --seeds")
+            _transformer(setting, run_dir, quiet, overwrite)
             return
         if list_:
             _list()

@@ -33,7 +33,7 @@ from ..nn import SparseLinear
 from ..runs.timing import interleaved_times, timer
 from ..topology import Pattern
 from ..topology.expander import sample_rows
-from .bench import dense_fns
+from .bench import dense_fns, torch_csr
 
 # (n_in, n_out, batch, densities) of each preset; "issue": the shapes of issue 16's table and targets.
 SHAPES: dict[str, list[tuple[int, int, int, tuple[float, ...]]]] = {
@@ -76,7 +76,7 @@ def _torch_csr_train(w_dense: torch.Tensor, x_fm: torch.Tensor, g_fm: torch.Tens
     """The CSR product with autograd on the CSR values and ``x``, or None where torch has no such backward."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        w = w_dense.to_sparse_csr().requires_grad_()
+        w = torch_csr(w_dense).requires_grad_()
     x = x_fm.clone().requires_grad_()
 
     def step() -> None:
@@ -106,7 +106,7 @@ def _contenders(layer: SparseLinear, x_bm: torch.Tensor, g_bm: torch.Tensor, thr
 
     with warnings.catch_warnings():  # "Sparse CSR tensor support is in beta state"
         warnings.simplefilter("ignore", UserWarning)
-        w_csr = w.to_sparse_csr()
+        w_csr = torch_csr(w)
     fns[("torch CSR", "fwd")] = outputs["torch CSR"] = no_grad(lambda: torch.sparse.mm(w_csr, x_fm))
     csr_train = _torch_csr_train(w, x_fm, g_fm)
     if csr_train is not None:
