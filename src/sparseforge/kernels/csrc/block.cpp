@@ -62,6 +62,7 @@ namespace {
 
 constexpr int kAccs = kVecBytes == 64 ? 24 : 12;       // vector accumulators that leave registers for operands
 constexpr int64_t kTileBytes = int64_t{1} << 20;       // packed x per tile: half of this machine kind's L2
+constexpr int64_t kGeBytes = int64_t{24} << 10;        // expanded gy of one block row (grad-values): half of L1
 
 // Output rows per pass of the tile kernel: BS when BS accumulators fit, else BS / 2, BS / 4.
 constexpr int out_chunk(int bs) { return bs <= kAccs ? bs : bs / 2 <= kAccs ? bs / 2 : bs / 4; }
@@ -308,6 +309,8 @@ template <typename T, int BS, bool BM>
 inline void expand_gy(const T* gp, int64_t ld, int64_t width, int64_t Sp, T* ge) {
   using LN = Lanes<T, BS>;
   constexpr int L = LN::L, Q = LN::Q, P = LN::P;
+  if (BM)  // the samples' rows are far apart (no hardware prefetch): ask for the next block rows' line of each
+    for (int64_t s = 0; s < width; ++s) __builtin_prefetch(gp + s * ld + 2 * 64 / sizeof(T));
   for (int64_t sp = 0; sp < Sp / P; ++sp)
     for (int o = 0; o < BS; ++o)
       for (int p = 0; p < P; ++p) {
@@ -333,7 +336,12 @@ void block_sddmm_run(const int64_t* ip, const int64_t* indices, const T* gy, int
   using LN = Lanes<T, BS>;
   constexpr int L = LN::L, Q = LN::Q, P = LN::P, OC = LN::OC, KB = LN::KB;
   // samples per tile: the packed x tile (n * S values) within kTileBytes, whole vectors, at most the batch
+  // samples per tile: the packed x tile (n * S values) within kTileBytes and, with P > 1, the expanded gy of a
+  // block row (S * BS * Q values, read OC vectors per FMA pass) within kGeBytes, i.e. in L1 (at 512 -> 2048,
+  // 4096 tokens, S = 512 left it in L2 feeding 8 vectors per 24 FMAs: 27.5 ms, 23-24 ms with the cap; one
+  // thread, loaded machine), whole vectors, at most the batch
   int64_t S = kTileBytes / (std::max<int64_t>(n, 1) * int64_t{sizeof(T)});
+  if (P > 1) S = std::min<int64_t>(S, kGeBytes / (BS * Q * int64_t{sizeof(T)}));
   S = std::max<int64_t>(4 * P, std::min<int64_t>(S, (B + P - 1) / P * P)) / P * P;
   const int64_t tiles = (B + S - 1) / S, nblk = n / BS, edges = ip[rows];
   T* xb = scratch<T, 5>(nblk * S * BS);
