@@ -10,7 +10,7 @@
 //   block_spmm_bm(...)                                             -> y[B, rows]   (batch-major x[B, n])
 //        y = clamp(W x + bias, lo, hi) (bias, clamp optional). With perm, (indptr, indices) are the transposed
 //        pattern (again a block pattern: each block transposed) and its edge e has the value values[perm[e]]:
-//        this is grad-input, W^T gy, read straight from W's values (no permuted copy: see "transposed").
+//        this is grad-input, W^T gy (see "Transposed").
 //   block_sddmm(indptr, indices, gy, x, BS)    -> g[edges]  (feature-major gy[rows, B], x[n, B])
 //   block_sddmm_bm(indptr, indices, gy, x, BS) -> g[edges]  (batch-major gy[B, rows], x[B, n])
 //        g[e] = sum_s gy(s, row(e)) * x(s, indices[e]): per block a dense BS x BS product gy_blk^T x_blk.
@@ -23,9 +23,11 @@
 // for OC * NV multiply-adds. With AVX-512 (32 registers, 16 floats) and BS = 8: OC = 8, NV <= 3, so
 // 24 accumulators + 3 x vectors, and per input 3 loads + 8 broadcasts for 24 FMAs (the compiled loop: 3
 // loads, 8 vbroadcastss, 24 vfmadd231ps, 4 scalar ops): the two FMA ports, not the two load ports, are the
-// limit (11 loads take 5.5 cycles, 24 FMAs 12). NV = 2 at batch 256 (tile_vectors: no narrow last tile). BS = 4: OC = 4, NV = 6 (6 + 4 loads per 24 FMAs); BS = 16: OC = 16, NV = 1
-// (1 + 16 loads per 16 FMAs: nearly load-bound). With 16 registers (AVX2) the accumulator budget is 12.
-// W is capped so that a tile of x fits half of L2 (weights are re-read once per tile, from L3).
+// limit (11 loads take 5.5 cycles, 24 FMAs 12); at batch 256 NV = 2 (tile_vectors: no narrow last tile).
+// BS = 4: OC = 4, NV <= 6 (6 + 4 loads per 24 FMAs); BS = 16: OC = 16, NV = 1 (1 + 16 loads per 16 FMAs:
+// nearly load-bound). With 16 registers (AVX2) the accumulator budget is 12. W is capped so that a tile of x
+// fits half of L2; tiles are the outer loop (weights re-read once per tile, from L3), which keeps the output
+// rows of one tile in the TLB (a span of tiles per pass over the weights measured slower).
 // Batch-major output: L consecutive output rows are staged [L][W] and written back as L x L register
 // transposes (one L-wide store per sample row).
 //
@@ -41,9 +43,9 @@
 // expanded per block row into ge[s/P][o][L] (gy(s + p, o) repeated over the Q lanes of group p; for P = 1 a
 // plain broadcast from gy). For KB blocks at once, per vector of samples: KB x loads + OC gy loads for
 // KB * OC FMAs (BS = 8, AVX-512: KB = 3, 3 + 8 loads per 24 FMAs), and at the end of a tile each
-// accumulator's P lane groups are summed (one half-vector add) into the Q values of one output row of the
-// block: no horizontal reductions. The batch is cut into tiles whose packed x fits half of L2; each tile
-// adds its part into g (the first stores).
+// accumulator's P lane groups are summed (log2(P) shuffle + add steps) into the Q values of one output row
+// of the block: no full horizontal reductions. The batch is cut into tiles whose packed x fits half of L2
+// (and whose expanded gy fits half of L1); each tile adds its part into g (the first stores).
 //
 // Threads (at::parallel_for) own disjoint output ranges; no synchronisation. No intrinsics: GCC vector
 // extensions, width from -march=native (simd.h).
