@@ -54,6 +54,19 @@ def test_bench_linear_tiny_run_and_bad_block():
     assert "Traceback" not in r.stderr
 
 
+def test_bench_latency_tiny_run_and_bad_sparsity(tmp_path):
+    r = run_cli("bench", "latency", "--sizes", "20,10,5", "--sparsity", "0.5", "--batches", "1,3", "--repeats", "1",
+                "--calls", "2", "--json", str(tmp_path / "lat.json"))
+    assert r.returncode == 0, r.stderr
+    assert "speedup" in r.stdout and "sparse_layers_us" in r.stdout
+    data = json.loads((tmp_path / "lat.json").read_text())
+    assert [row["batch"] for row in data["rows"]] == [1, 3] and all(len(row["sparse_layer_us"]) == 2 for row in data["rows"])
+    for argv, needle in [(["--sparsity", "1"], "--sparsity: must be below 1"), (["--sizes", "784"], "at least two"),
+                         (["--batches", "0"], "--batches"), (["--clock", "cpu", "--threads", "2"], "--threads 1")]:
+        r = run_cli("bench", "latency", *argv)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_bad_list_flag():
     r = run_cli("topology", "--net", "784,abc")
     assert r.returncode == 2 and "--net" in r.stderr and "abc" in r.stderr

@@ -167,6 +167,45 @@ def test_native_spmm_paths_equal_dense(tile, name, batch, dtype):
     torch.testing.assert_close(auto.double(), w @ x.double(), **tol)
 
 
+@needs_native
+@pytest.mark.parametrize("tile", [0, 1, -1])  # stream whole rows / batch tiles reused from L2 / the kernel's choice
+@pytest.mark.parametrize("name", ["structured", "random", "empty-rows", "grouped8", "full", "wide", "tall"])
+@pytest.mark.parametrize("batch", [1, 3, 17, 257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_sddmm_paths_equal_dense(tile, name, batch, dtype):
+    """Both sddmm paths, feature- and batch-major, on strided operands, against float64 dense (G X^T)[edges].
+
+    Tiles: batch 3 one vector, 17 two (float), 257 four with a last partial tile; "tall" (5000 inputs) has
+    a tile of x too big for four vectors (float: two); "wide" (out-degree 200) is tiled by default."""
+    pattern = {"wide": Pattern.full(3, 200), "tall": random_uniform(5000, 7, density=0.01, seed=5)}.get(name)
+    pattern = pattern or PATTERNS[name]
+    layout = SparseLayout.from_pattern(pattern)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(pattern.n_in, batch + 5, generator=gen, dtype=dtype)[:, 2:-3]  # rows batch + 5 apart
+    g = torch.randn(pattern.n_out, batch + 1, generator=gen, dtype=dtype)[:, 1:]
+    rows, cols = torch.as_tensor(pattern.rows.copy()), torch.as_tensor(pattern.indices.copy())
+    ref = (g.double() @ x.double().t())[rows, cols]
+    xb = torch.randn(batch, pattern.n_in + 4, generator=gen, dtype=dtype)[:, 1:-3]  # batch-major, strided
+    gb = torch.randn(batch, pattern.n_out + 2, generator=gen, dtype=dtype)[:, 2:]
+    ref_bm = (gb.double().t() @ xb.double())[rows, cols]
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    ops = torch.ops.sparseforge
+    out = ops.sddmm(layout.indptr, layout.indices, g, x, layout.group, tile)
+    assert out.dtype == dtype and out.shape == (pattern.edges,)
+    torch.testing.assert_close(out.double(), ref, **tol)
+    torch.testing.assert_close(ops.sddmm_bm(layout.indptr, layout.indices, gb, xb, layout.group, tile).double(),
+                               ref_bm, **tol)
+
+
+@needs_native
+def test_native_sddmm_rejects_bad_tile():
+    layout = SparseLayout.from_pattern(PATTERNS["structured"])
+    with pytest.raises(RuntimeError, match=r"tile must be -1 \(choose\), 0 \(stream rows\) or 1 \(tiled\), got 2"):
+        torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, torch.randn(40, 3), torch.randn(48, 3), 1, 2)
+    with pytest.raises(RuntimeError, match="tile must be"):
+        torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, torch.randn(3, 40), torch.randn(3, 48), 1, -2)
+
+
 # batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
 # 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
 # (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every
@@ -402,3 +441,94 @@ def test_cuda_layer_matches_cpu():
     torch.testing.assert_close(yg.cpu(), yc)
     torch.testing.assert_close(xg.grad.cpu(), xc.grad)
     torch.testing.assert_close(gpu.weight.grad.cpu(), cpu.weight.grad)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+@pytest.mark.parametrize("name", ["random", "grouped4", "empty-rows"])
+@pytest.mark.parametrize("batch", [1, 3, 17, 257])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_layer_inference_path_equals_dense(backend, name, batch, dtype):
+    """layer(x) without autograd (the sparse_inference path: no autograd.Function) on a strided x, against
+    float64 dense math; also 3-D input, and sparse_inference with a clamp."""
+    from sparseforge.kernels.batch_major import sparse_inference
+
+    pattern = PATTERNS[name]
+    layer = SparseLinear(pattern, dtype=dtype)
+    gen = torch.Generator().manual_seed(batch)
+    x = torch.randn(batch, pattern.n_in + 2, generator=gen, dtype=dtype)[:, 1:-1]
+    w, b = layer.to_dense().detach().double(), layer.bias.detach().double()
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+    with use_backend(backend):
+        with torch.no_grad():
+            y = layer(x)
+            y3 = layer(x.reshape(1, batch, pattern.n_in))
+        yc = sparse_inference(x, layer.weight, layer._layout, layer.bias, clamp=(-0.25, 0.5))  # grad mode on
+    assert y.dtype == dtype and y.shape == (batch, pattern.n_out) and not y.requires_grad and not yc.requires_grad
+    ref = x.double() @ w.t() + b
+    torch.testing.assert_close(y.double(), ref, **tol)
+    torch.testing.assert_close(y3.reshape(batch, -1).double(), ref, **tol)
+    torch.testing.assert_close(yc.double(), ref.clamp(-0.25, 0.5), **tol)
+
+
+def test_sparse_inference_refuses_bad_operands():
+    from sparseforge.kernels.batch_major import sparse_inference
+
+    layer = SparseLinear(PATTERNS["random"])
+    with pytest.raises(ValueError, match=r"x must be \[batch, n_in=37\], got \(2, 36\)"):
+        sparse_inference(torch.randn(2, 36), layer.weight, layer._layout)
+    with pytest.raises(ValueError, match="x_fm is torch.float64 but the values are torch.float32"):
+        sparse_inference(torch.randn(2, 37, dtype=torch.float64), layer.weight, layer._layout)
+    with pytest.raises(ValueError, match=r"values must hold one entry per edge"):
+        sparse_inference(torch.randn(2, 37), layer.weight[:-1], layer._layout)
+    with pytest.raises(ValueError, match=r"clamp must be \(lo, hi\) with lo <= hi"):
+        sparse_inference(torch.randn(2, 37), layer.weight, layer._layout, clamp=(1.0, 0.0))
+    with torch.no_grad(), pytest.raises(ValueError, match="x_fm is torch.float64 but the values are torch.float32"):
+        layer(torch.randn(2, 37, dtype=torch.float64))
+
+
+def test_pruned_mlp_keeps_the_dense_weights_on_its_patterns_and_latency_rows():
+    from sparseforge.studies.bench import latency, pruned_mlp
+
+    dense, sparse = pruned_mlp((30, 12, 5), sparsity=0.75, seed=3)
+    linears = [m for m in dense if isinstance(m, torch.nn.Linear)]
+    layers = [m for m in sparse if isinstance(m, SparseLinear)]
+    assert [m.pattern.edges for m in layers] == [round(0.25 * 30 * 12), round(0.25 * 12 * 5)]
+    for lin, sl in zip(linears, layers):
+        w = sl.to_dense().detach()
+        keep = w != 0
+        torch.testing.assert_close(w[keep], lin.weight.detach()[keep])
+        torch.testing.assert_close(sl.bias.detach(), lin.bias.detach())
+    x = torch.randn(4, 30, dtype=torch.float64)
+    with torch.no_grad():  # the sparse net is the dense net with the pruned weights zeroed
+        h = x
+        for lin, sl in zip(linears, layers):
+            h = h @ sl.to_dense().double().t() + lin.bias.double()
+            h = h.relu() if sl is not layers[-1] else h
+        torch.testing.assert_close(sparse.double()(x), h)
+    res = latency(sizes=(30, 12, 5), sparsity=0.75, batches=(1, 2), repeats=1, number=2)
+    assert [r["batch"] for r in res["rows"]] == [1, 2]
+    for r in res["rows"]:
+        assert r["dense_us"] > 0 and r["sparse_us"] > 0 and len(r["sparse_layer_us"]) == 2
+        assert r["speedup"] == pytest.approx(r["dense_us"] / r["sparse_us"])
+    with pytest.raises(Exception, match="sparsity must be in"):
+        pruned_mlp((30, 12), sparsity=1.0)
+
+
+@pytest.mark.parametrize("backend", BACKEND_PARAMS)
+def test_single_sample_transposed_view(backend):
+    """x = column.t(): [1, n] with strides (1, 1) (what x.t().contiguous() of an [n, 1] tensor keeps), with and
+    without autograd, batch- and feature-major, against float64 dense."""
+    layer = SparseLinear(PATTERNS["random"])
+    x = torch.randn(37, 1).t()
+    assert x.stride() == (1, 1)
+    ref = x.double() @ layer.to_dense().detach().double().t() + layer.bias.detach().double()
+    with use_backend(backend):
+        with torch.no_grad():
+            y0 = layer(x)
+        y1 = layer(x)
+        gy = torch.randn(29, 1).t()  # grad_y a strided single row too
+        y1.backward(gy)
+    torch.testing.assert_close(y0.double(), ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(y1.double(), ref, rtol=1e-5, atol=1e-5)
+    _, _, ref_gv = dense_reference(layer.pattern, layer.weight, x.t(), gy.t())
+    torch.testing.assert_close(layer.weight.grad.reshape(-1).double(), ref_gv, rtol=1e-5, atol=1e-5)

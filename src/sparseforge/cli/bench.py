@@ -97,8 +97,9 @@ def bench_linear(
                     [r["density"] for r in res["rows"] if r["backend"] == "stock"])
     dense = ", ".join(f"{k}: " + "/".join(f"{v:.1f}" for v in ops.values()) for k, ops in res["dense"].items())
     out.print(f"dense baselines (fwd/train ms): {dense}")
-    keep = ("pattern", "group", "density", "backend", "fwd_ms", "train_ms", "fwd_bm_ms", "train_bm_ms",
-            "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train", "speedup_fwd_bm", "speedup_train_bm")
+    keep = ("pattern", "group", "density", "backend", "fwd_ms", "grad_input_ms", "grad_values_ms", "train_ms",
+            "fwd_bm_ms", "train_bm_ms", "torch_csr_fwd_ms", "fwd_gflops", "speedup_fwd", "speedup_train",
+            "speedup_fwd_bm", "speedup_train_bm")
     _print_rows([{k: r[k] for k in keep} for r in res["rows"]],
                 f"SparseLinear {n}x{n}, batch {batch}, {threads} threads, {clock} clock (speedup vs best dense)")
     if compile:
@@ -193,6 +194,43 @@ def bench_batch(
     if rows:
         _notice_rounded([density], [rows[0]["density"]])
     _print_rows(rows, f"batch sweep at {n}x{n}, density {100 * density:g}%")
+
+
+@bench_app.command("latency")
+def bench_latency(
+    sizes: str = typer.Option("784,300,100,10", help="layer widths of the MLP (default LeNet-300-100), each >= 1"),
+    sparsity: float = typer.Option(0.95, help="fraction of each weight matrix pruned, in [0, 1)"),
+    batches: str = typer.Option("1,4,16", help="batch sizes, each >= 1"),
+    threads: int = typer.Option(1, min=1),
+    repeats: int = typer.Option(5, min=1),
+    calls: int = typer.Option(200, min=1, help="calls per timing round"),
+    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+    quiet: bool = typer.Option(False, help="no progress output"),
+) -> None:
+    """Inference latency of a pruned MLP at small batches: SparseLinear layers (random patterns, variable
+    in-degree) vs the dense nn.Linear network, called as users call them (x[batch, n], no_grad), one
+    interleaved run; speedup = dense / sparse time. Per-layer sparse times show where the time goes."""
+    widths = ints(sizes, "sizes", min_value=1)
+    if len(widths) < 2:
+        raise UserError(f"--sizes: give at least two layer widths (input and output), got {sizes!r}")
+    number(sparsity, "sparsity", low=0, high=1)
+    if sparsity >= 1:
+        raise UserError(f"--sparsity: must be below 1 (every layer keeps at least one weight), got {sparsity:g}")
+    batch_list = ints(batches, "batches", min_value=1)
+    _check_clock(clock, threads)
+    output_file(json_out, "json")
+    from .. import io
+    from ..studies.bench import latency
+
+    res = latency(sizes=widths, sparsity=sparsity, batches=batch_list, threads=threads, repeats=repeats,
+                  number=calls, clock=clock, on_round=_steps("bench latency:", "batch sizes measured", quiet))
+    rows = [{**{k: v for k, v in r.items() if k != "sparse_layer_us"},
+             "sparse_layers_us": " / ".join(f"{v:.1f}" for v in r["sparse_layer_us"])} for r in res["rows"]]
+    _print_rows(rows, f"pruned MLP {'-'.join(map(str, widths))} at {100 * sparsity:g}% sparsity, {threads} threads, "
+                      f"{clock} clock, backend {res['setup']['backend']} (speedup = dense / sparse)")
+    if json_out:
+        io.write_json(json_out, res)
 
 
 def _ratio_cell(ms, ratio) -> str:

@@ -79,7 +79,8 @@ def resolve_backend(device: torch.device | str = "cpu", dtype: torch.dtype = tor
 
     CUDA tensors of a :data:`.triton_ell.DTYPES` dtype take the Triton kernels when ``triton`` imports (unless
     the setting is ``"stock"``); CPU tensors never do."""
-    device = torch.device(device)
+    if not isinstance(device, torch.device):
+        device = torch.device(device)
     if _setting != "stock" and device.type == "cuda" and dtype in triton_ell.DTYPES and triton_ell.available():
         return "triton"
     if _setting == "stock" or device.type != "cpu" or dtype not in NATIVE_DTYPES:

@@ -114,9 +114,9 @@ def info() -> dict[str, object]:
 # ---------------------------------------------------------------------------------------------- ops
 # Same signatures as the stock products in ``ell.py``; ``layout`` is a ``SparseLayout``.
 
-def _rows(t: torch.Tensor) -> torch.Tensor:
+def rows(t: torch.Tensor) -> torch.Tensor:
     """``t`` itself when its rows are unit-stride (any row stride), else a contiguous copy."""
-    if t.shape[1] <= 1 or (t.stride(1) == 1 and t.stride(0) >= t.shape[1]):
+    if t.shape[1] <= 1 or (t.stride(1) == 1 and (t.stride(0) >= t.shape[1] or t.shape[0] <= 1)):
         return t
     return t.contiguous()
 
@@ -136,22 +136,24 @@ def _product(name, layout, values, x, transposed, bias, clamp) -> torch.Tensor:
     if layout.block > 1:
         op = getattr(torch.ops.sparseforge, "block_" + name)
         if transposed:
-            return op(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x), layout.block, bias, lo, hi,
+            return op(layout.t_indptr, layout.t_indices, values.contiguous(), rows(x), layout.block, bias, lo, hi,
                       layout.t_perm)
-        return op(layout.indptr, layout.indices, values.contiguous(), _rows(x), layout.block, bias, lo, hi)
+        return op(layout.indptr, layout.indices, values.contiguous(), rows(x), layout.block, bias, lo, hi)
     op = getattr(torch.ops.sparseforge, name)
     if transposed:
-        return op(layout.t_indptr, layout.t_indices, values.contiguous(), _rows(x), layout.t_group, bias, lo, hi,
+        return op(layout.t_indptr, layout.t_indices, values.contiguous(), rows(x), layout.t_group, bias, lo, hi,
                   layout.t_perm)
-    return op(layout.indptr, layout.indices, values.contiguous(), _rows(x), layout.group, bias, lo, hi)
+    return op(layout.indptr, layout.indices, values.contiguous(), rows(x), layout.group, bias, lo, hi)
 
 
-def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor) -> torch.Tensor:
-    """``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>``, shape ``[edges]``."""
+def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor, tile: int = -1) -> torch.Tensor:
+    """``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>``, shape ``[edges]``; ``tile``: -1 let the kernel choose,
+    0 stream whole rows, 1 batch tiles reused from L2 (block patterns run the block kernel, which tiles itself)."""
     if layout.block > 1:
-        return torch.ops.sparseforge.block_sddmm(layout.indptr, layout.indices, _rows(grad_y_fm), _rows(x_fm),
+        return torch.ops.sparseforge.block_sddmm(layout.indptr, layout.indices, rows(grad_y_fm), rows(x_fm),
                                                  layout.block)
-    return torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, _rows(grad_y_fm), _rows(x_fm), layout.group)
+    return torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, rows(grad_y_fm), rows(x_fm), layout.group,
+                                       tile)
 
 
 def spmm_bm(layout, values: torch.Tensor, x: torch.Tensor, transposed: bool = False,
@@ -161,11 +163,11 @@ def spmm_bm(layout, values: torch.Tensor, x: torch.Tensor, transposed: bool = Fa
     return _product("spmm_bm", layout, values, x, transposed, bias, clamp)
 
 
-def sddmm_bm(layout, grad_y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def sddmm_bm(layout, grad_y: torch.Tensor, x: torch.Tensor, tile: int = -1) -> torch.Tensor:
     """Batch-major :func:`sddmm`: ``g[e] = sum_b grad_y[b, row(e)] * x[b, indices[e]]`` for ``grad_y``
-    ``[batch, n_out]`` and ``x`` ``[batch, n_in]``; shape ``[edges]``."""
+    ``[batch, n_out]`` and ``x`` ``[batch, n_in]``; shape ``[edges]``; ``tile`` as in :func:`sddmm`."""
     if layout.block > 1:
-        return torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, _rows(grad_y), _rows(x),
+        return torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, rows(grad_y), rows(x),
                                                     layout.block)
-    return torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, _rows(grad_y), _rows(x), layout.group)
-
+    return torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, rows(grad_y), rows(x), layout.group,
+                                          tile)

@@ -7,6 +7,9 @@ import torch
 from torch import nn
 
 from ..kernels import SparseLayout, sparse_matmul
+from ..kernels.backend import resolve_backend
+from ..kernels.batch_major import needs_grad, sparse_inference
+from ..kernels.ell import PRODUCTS
 from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
 from ..topology import Pattern
 
@@ -100,7 +103,12 @@ class SparseLinear(nn.Module):
         layout = self._layout
         check_operands(x_fm, self.weight, layout, self.bias)
         if not tracing():
-            return linear_fm(x_fm, self.weight, self.bias, layout)
+            params = self._parameters
+            weight, bias = params["weight"], params.get("bias")
+            if x_fm.dtype in COMPUTE_DTYPES and not needs_grad(x_fm, weight, bias):  # no autograd.Function
+                return PRODUCTS[resolve_backend(x_fm.device, x_fm.dtype)][0](layout, weight.reshape(-1), x_fm,
+                                                                             bias=bias)
+            return linear_fm(x_fm, weight, bias, layout)
         # traced: the buffers themselves (not the layout's references to them), so torch.export sees buffers
         return linear_fm(x_fm, self.weight, self.bias, layout,
                          (self.indptr, self.indices, self.t_indptr, self.t_indices, self.t_perm))
@@ -112,13 +120,17 @@ class SparseLinear(nn.Module):
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear: input of shape {tuple(x.shape)}; the last dimension must be "
                              f"in_features={self.in_features}")
-        lead = x.shape[:-1]
-        x2 = x.reshape(-1, self.in_features)
+        x2 = x if x.dim() == 2 else x.reshape(-1, self.in_features)
         if tracing() or x.dtype not in COMPUTE_DTYPES:
             y = self.forward_fm(x2.t()).t()
-        else:
-            y = sparse_matmul(x2, self.weight, self._layout, self.bias)
-        return y.reshape(*lead, self.out_features)
+        else:  # nn.Module.__getattr__ costs ~0.5 us per parameter read: read them once, from the dict
+            params = self._parameters
+            weight, bias = params["weight"], params.get("bias")
+            if needs_grad(x, weight, bias):
+                y = sparse_matmul(x2, weight, self._layout, bias)
+            else:  # eager inference: no autograd.Function (its Python costs more than small products)
+                y = sparse_inference(x2, weight, self._layout, bias)
+        return y if x.dim() == 2 else y.reshape(*x.shape[:-1], self.out_features)
 
     # ------------------------------------------------------------------ conversions and counts
     def to_dense(self) -> torch.Tensor:

@@ -14,6 +14,8 @@ machine: a descheduled OpenMP thread stalls every parallel region, dense and spa
   structured and grouped patterns, against ``nn.Linear``, ``torch.mm`` and oneDNN.
 * :func:`batch_sweep`: forward GFLOP/s against batch size and thread count (small batches are bound by
   index and weight traffic, not by the gathered rows).
+* :func:`latency`: inference latency of a pruned MLP (LeNet-300-100 at 95% sparsity by default) at small
+  batches, SparseLinear layers against the dense ``nn.Linear`` network, as users call them (batch-major).
 * :func:`challenge`: Sparse DNN Graph Challenge inference ``Y <- min(max(Y W + b, 0), 32)`` over many
   RadiX-Net layers, edges/s against ``scipy.sparse`` CSR on the same inputs, results checked equal.
 """
@@ -34,7 +36,7 @@ from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
 from ..runs.timing import best_time, interleaved_times  # noqa: F401  (best_time: re-exported)
-from ..topology import Pattern, mixed_radix_pattern, structured, valid_out_degrees
+from ..topology import Pattern, mixed_radix_pattern, random_uniform, structured, valid_out_degrees
 from ..topology.block import block as block_pattern
 from ..topology.grouped import grouped
 
@@ -275,6 +277,88 @@ def batch_sweep(
     if on_round:
         on_round(len(rows), points)
     return rows
+
+
+def pruned_mlp(sizes: Sequence[int], sparsity: float, seed: int = 0) -> tuple[nn.Sequential, nn.Sequential]:
+    """(dense, sparse): an MLP ``sizes[0] -> ... -> sizes[-1]`` (ReLU between layers) of ``nn.Linear`` layers, and
+    the same network pruned to ``sparsity``: ``SparseLinear`` layers on random patterns (variable in-degree, so
+    the CSR path) keeping ``1 - sparsity`` of each weight matrix, holding the dense weights on those edges."""
+    if len(sizes) < 2 or any(n < 1 for n in sizes):
+        raise ConfigError(f"sizes must be >= 2 layer widths, each >= 1, got {list(sizes)}")
+    if not 0 <= sparsity < 1:
+        raise ConfigError(f"sparsity must be in [0, 1), got {sparsity}")
+    torch.manual_seed(seed)
+    dense_layers: list[nn.Module] = []
+    sparse_layers: list[nn.Module] = []
+    for k, (n_in, n_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        linear = nn.Linear(n_in, n_out)
+        pattern = random_uniform(n_in, n_out, edges=max(1, round((1 - sparsity) * n_in * n_out)),
+                                 seed=seed + k)
+        sparse = SparseLinear.from_dense(linear.weight.detach(), pattern, linear.bias.detach())
+        dense_layers.append(linear)
+        sparse_layers.append(sparse)
+        if k < len(sizes) - 2:
+            dense_layers.append(nn.ReLU())
+            sparse_layers.append(nn.ReLU())
+    return nn.Sequential(*dense_layers).eval(), nn.Sequential(*sparse_layers).eval()
+
+
+def latency(
+    sizes: Sequence[int] = (784, 300, 100, 10),
+    sparsity: float = 0.95,
+    batches: Sequence[int] = (1, 4, 16),
+    threads: int = 1,
+    repeats: int = 5,
+    number: int = 200,
+    clock: str = "wall",
+    seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Inference latency of a pruned MLP (default: LeNet-300-100 at 95% sparsity) at small batches: the dense
+    ``nn.Linear`` network vs the ``SparseLinear`` one (:func:`pruned_mlp`), both called on batch-major
+    ``x[batch, sizes[0]]`` under ``torch.no_grad`` as users call them, timed in one interleaved run (``number``
+    calls per round). ``speedup = dense / sparse`` of the same run. The sparse network's output is checked
+    against the dense network with the pruned weights (float64) first.
+
+    Returns ``{"setup", "rows": [{"batch", "dense_us", "sparse_us", "speedup", "sparse_layer_us": [...]}]}``;
+    ``sparse_layer_us``: each SparseLinear alone on its input, to show where the time goes.
+    """
+    torch.set_num_threads(threads)
+    dense, sparse = pruned_mlp(sizes, sparsity, seed)
+    reference = nn.Sequential(*[nn.Linear(m.in_features, m.out_features).double() if isinstance(m, SparseLinear)
+                                else m for m in sparse])
+    with torch.no_grad():
+        for ref, m in zip(reference, sparse):
+            if isinstance(m, SparseLinear):
+                ref.weight.copy_(m.to_dense().double())
+                ref.bias.copy_(m.bias.double())
+    rows = []
+    for i, b in enumerate(batches):
+        if on_round:
+            on_round(i, len(batches))
+        x = torch.randn(b, sizes[0])
+        with torch.no_grad():
+            got, want = sparse(x).double(), reference(x.double())
+            if not torch.allclose(got, want, rtol=1e-4, atol=1e-4):
+                raise RuntimeError(f"sparse network differs from its dense reference by "
+                                   f"{(got - want).abs().max().item():.3g} at batch {b}")
+            inputs, h = [], x  # each sparse layer's own input, for the per-layer times
+            for m in sparse:
+                if isinstance(m, SparseLinear):
+                    inputs.append((m, h))
+                h = m(h)
+        fns: dict = {"dense": lambda: dense(x), "sparse": lambda: sparse(x)}
+        fns.update({("layer", k): (lambda m=m, h=h: m(h)) for k, (m, h) in enumerate(inputs)})
+        with torch.no_grad():
+            t = interleaved_times(fns, repeats, warmup=3, number=number, clock=clock)
+        rows.append(dict(batch=b, dense_us=1e6 * t["dense"], sparse_us=1e6 * t["sparse"],
+                         speedup=t["dense"] / t["sparse"],
+                         sparse_layer_us=[1e6 * t[("layer", k)] for k in range(len(inputs))]))
+    if on_round:
+        on_round(len(batches), len(batches))
+    return dict(setup=dict(sizes=list(sizes), sparsity=sparsity, threads=threads, clock=clock, repeats=repeats,
+                           number=number, torch=torch.__version__,
+                           backend=resolve_backend("cpu", torch.float32)), rows=rows)
 
 
 def _forward(layer: SparseLinear, x: torch.Tensor, backend: str, batch_major: bool = False) -> torch.Tensor:

@@ -9,7 +9,7 @@
 //        y[r] = clamp(sum_e values[perm[e]] * x[indices[e]] + bias[r], lo, hi)
 //        (perm optional: identity; bias and clamp bounds optional, applied to each finished output row while
 //        it is in cache: no extra pass over y; tile: -1 choose, 0 stream whole batch rows, 1 batch tiles)
-//   sddmm(indptr, indices, gy, x, G) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]>
+//   sddmm(indptr, indices, gy, x, G, tile) -> g[edges]: g[e] = <gy[row(e)], x[indices[e]]> (tile as in spmm)
 //   spmm_bm, sddmm_bm: the same products on batch-major operands (x[batch, n], y[batch, rows], gy[batch, rows]),
 //        what nn.Linear-style callers hold; see "batch-major" below (no transposed copies of x or y).
 //
@@ -20,7 +20,8 @@
 // values, read once per edge, which keeps the hardware prefetchers and the TLB effective), K edges per pass,
 // so each pass over an accumulator row in L1 does K multiply-adds; at low density this runs at the L3
 // streaming bandwidth. When every input row is read by many outputs, batch tiles of x are packed so the
-// gathers hit L2 instead ("tiled spmm" below). sddmm streams whole rows. Threads (at::parallel_for: torch's
+// gathers hit L2 instead ("tiled spmm" below). sddmm does the same ("tiled sddmm"), streaming whole rows only
+// for low out-degrees. Threads (at::parallel_for: torch's
 // OpenMP pool and thread count) own disjoint output ranges: no synchronisation. Vector width follows the
 // compile flags (-march=native) through GCC vector extensions; no intrinsics.
 #include <ATen/Parallel.h>
@@ -82,6 +83,24 @@ inline int64_t axpy_edges(const int64_t* idx, const T* const* vals, int64_t k, i
   return k;
 }
 
+// sum_k v[k] * x[idx[k] * ldx]: with unit stride, vectorised gathers (a vector of indices, of values and of
+// gathered x per step); else 4 partial sums.
+template <typename T>
+inline T gathered_dot(const T* v, const int64_t* idx, int64_t n, const T* x, int64_t ldx) {
+  if (ldx == 1) {
+    T s = 0;
+#pragma omp simd reduction(+ : s)
+    for (int64_t k = 0; k < n; ++k) s += v[k] * x[idx[k]];
+    return s;
+  }
+  T s[4] = {0, 0, 0, 0};
+  int64_t k = 0;
+  for (; k + 4 <= n; k += 4)
+    for (int q = 0; q < 4; ++q) s[q] += v[k + q] * x[idx[k + q] * ldx];
+  for (; k < n; ++k) s[0] += v[k] * x[idx[k] * ldx];
+  return (s[0] + s[1]) + (s[2] + s[3]);
+}
+
 // Row groups [g0, g1) of y[rows, B] from x (rows ldx apart).
 template <typename T, int G>
 void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* x,
@@ -94,14 +113,7 @@ void spmm_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
     for (int u = 0; u < G; ++u) vals[u] = values + indptr[r0 + u];
     T* yg = y + r0 * B;
     if (B == 1) {  // one sample (latency-bound inference): a gathered dot product per row, 4 partial sums
-      for (int u = 0; u < G; ++u) {
-        T s[4] = {0, 0, 0, 0};
-        int64_t k = 0;
-        for (; k + 4 <= n; k += 4)
-          for (int q = 0; q < 4; ++q) s[q] += vals[u][k + q] * x[idx[k + q] * ldx];
-        for (; k < n; ++k) s[0] += vals[u][k] * x[idx[k] * ldx];
-        yg[u] = (s[0] + s[1]) + (s[2] + s[3]);
-      }
+      for (int u = 0; u < G; ++u) yg[u] = gathered_dot(vals[u], idx, n, x, ldx);
       if (ep.any())
         for (int u = 0; u < G; ++u) finish(ep, r0 + u, yg + u, 1);
       continue;
@@ -182,7 +194,11 @@ void tile_rows(const int64_t* indptr, const int64_t* indices, const T* values, c
         V::store(out + v * L, s);
       }
       finish(ep, r0 + u, out, width);
-      std::memcpy(y + (r0 + u - row0) * ldy + c0, out, sizeof(T) * width);
+      T* dst = y + (r0 + u - row0) * ldy + c0;
+      if (width == W)  // a constant size: inlined (a libc call per row was 16% of a 512 -> 256, batch 128 product)
+        std::memcpy(dst, out, sizeof(T) * W);
+      else
+        std::memcpy(dst, out, sizeof(T) * width);
     }
   }
 }
@@ -263,6 +279,77 @@ void sddmm_rows(const int64_t* indptr, const int64_t* indices, const T* gy, int6
   }
 }
 
+// ---------------------------------------------------------------------------------------- tiled sddmm
+// Streaming sddmm reads a whole x row (batch values, from L3 once x outgrows L2) per edge. The tiled sddmm
+// packs x and gy into batch tiles xt[t][n][W], gt[t][rows][W] (W = NV vectors, zero past the batch; the same
+// layout the tiled spmm reads) and runs tile-major: a tile of x (n * W values, chosen to fit L2) is gathered
+// by every edge from L2. Per row, the gy tile sits in NV registers; L edges at a time (L = lanes) get one
+// vector of partial products each, folded into one vector of L dot products by a transpose-add
+// (fold_sums) and added into out[e : e + L] (stored by the first tile, accumulated by the others: out is
+// streamed once per tile, sequentially). Threads own disjoint row ranges over all tiles (no races on out).
+template <typename T, int NV>
+void sddmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* gt, const T* xt, T* out, bool first,
+                     int64_t r0, int64_t r1) {
+  using V = Vec<T>;
+  using VT = typename V::type;
+  constexpr int L = V::lanes, W = NV * L;
+  for (int64_t r = r0; r < r1; ++r) {
+    const int64_t beg = indptr[r], n = indptr[r + 1] - beg;
+    const int64_t* idx = indices + beg;
+    T* o = out + beg;
+    VT gv[NV];
+    for (int v = 0; v < NV; ++v) gv[v] = V::load(gt + r * W + v * L);
+    for (int64_t k = 0; k < n; k += L) {
+      const int m = static_cast<int>(std::min<int64_t>(L, n - k));
+      VT acc[L];
+      for (int q = 0; q < L; ++q) {
+        const T* xr = xt + idx[k + (q < m ? q : 0)] * W;  // past the row's end: a repeat, not stored
+        acc[q] = gv[0] * V::load(xr);
+        for (int v = 1; v < NV; ++v) acc[q] += gv[v] * V::load(xr + v * L);
+      }
+      fold_sums<T, L>(acc);
+      if (m == L) {
+        V::store(o + k, first ? acc[0] : acc[0] + V::load(o + k));
+      } else {
+        for (int q = 0; q < m; ++q) o[k + q] = first ? acc[0][q] : o[k + q] + acc[0][q];
+      }
+    }
+  }
+}
+
+template <typename T, int NV>
+void sddmm_tiles(const int64_t* ip, const int64_t* id, const T* gt, const T* xt, T* out, int64_t tiles, int64_t n,
+                 int64_t rows, int64_t edges) {
+  constexpr int64_t W = NV * Vec<T>::lanes;
+  at::parallel_for(0, rows, grain(rows, edges, W * tiles), [&](int64_t r0, int64_t r1) {
+    for (int64_t t = 0; t < tiles; ++t)
+      sddmm_tile_rows<T, NV>(ip, id, gt + t * rows * W, xt + t * n * W, out, t == 0, r0, r1);
+  });
+}
+
+// Tile width (vectors) for a batch of B over n inputs: the widest of 4/2/1 whose tile of x fits kTileBytes
+// (1 MB: half of L2, the rest for gy, out and the pattern), and no wider than the batch needs.
+constexpr int64_t kSddmmTileBytes = int64_t{1} << 20;
+template <typename T>
+int sddmm_tile_vectors(int64_t B, int64_t n) {
+  constexpr int L = Vec<T>::lanes;
+  int nv = 4;
+  while (nv > 1 && ((nv / 2) * L >= B || n * nv * L * int64_t{sizeof(T)} > kSddmmTileBytes)) nv /= 2;
+  return nv;
+}
+
+// Runs the tiled sddmm once x and gy are packed (W = nv lanes-wide vectors per tile).
+template <typename T>
+void sddmm_packed(int nv, const int64_t* ip, const int64_t* id, const T* gt, const T* xt, T* out, int64_t tiles,
+                  int64_t n, int64_t rows, int64_t edges) {
+  if (nv == 4)
+    sddmm_tiles<T, 4>(ip, id, gt, xt, out, tiles, n, rows, edges);
+  else if (nv == 2)
+    sddmm_tiles<T, 2>(ip, id, gt, xt, out, tiles, n, rows, edges);
+  else
+    sddmm_tiles<T, 1>(ip, id, gt, xt, out, tiles, n, rows, edges);
+}
+
 // ------------------------------------------------------------------------------------------ dispatch
 void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t group) {
   TORCH_CHECK(indptr.scalar_type() == at::kLong && indices.scalar_type() == at::kLong,
@@ -286,7 +373,9 @@ void check_pattern(const at::Tensor& indptr, const at::Tensor& indices, int64_t 
 
 void check_rows(const at::Tensor& t, const char* name, at::ScalarType dtype, const char* shape = "[n, batch]",
                 const char* along = "the batch") {
-  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) && t.stride(0) >= t.size(1))),
+  // (a single row's stride is never used: x.t() of an [n, 1] tensor is [1, n] with strides (1, 1))
+  TORCH_CHECK(t.dim() == 2 && (t.numel() == 0 || ((t.stride(1) == 1 || t.size(1) <= 1) &&
+                                                  (t.stride(0) >= t.size(1) || t.size(0) <= 1))),
               "sparseforge: ", name, " must be 2-D ", shape, " with unit stride along ", along, ", got sizes ",
               t.sizes(), " strides ", t.strides());
   TORCH_CHECK(t.scalar_type() == dtype, "sparseforge: ", name, " has dtype ", t.scalar_type(), ", expected ", dtype);
@@ -404,10 +493,13 @@ struct SpmmBmOp {
       SpmmOp<T, G>::run(ip, id, v, ep, x, 1, y, 1, rows / G, edges);
     else if (B <= L)  // small batches: one tile of one vector
       spmm_bm_tiles<T, G, 1>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
-    else if (G <= 4 && B > 2 * L && B <= 4 * L && n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
+    else if (G <= 4 && B > 2 * L && (B <= 4 * L || n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes / 2) &&
+             n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
       // one tile of 4 vectors (fits L2) instead of two of 2: half the per-row overhead (measured at 4096^2,
       // 5%, 1 thread, loaded machine: batch 48-64 at 0.68-0.84x the feature-major time instead of 0.82-1.09x;
-      // no change at 1%); G = 8 would need all 32 vector registers
+      // no change at 1%); G = 8 would need all 32 vector registers. Larger batches too while a tile of x is
+      // at most half of kWideTileBytes (measured, 512 -> 256, batch 128, 1 thread: 0.97x / 1.14x the
+      // feature-major time at 10% / 5% instead of 1.02x / 1.24x)
       spmm_bm_tiles<T, G, 4>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
     else
       spmm_bm_tiles<T, G, kTileVectors>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
@@ -496,23 +588,77 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   return y;
 }
 
+// tile: -1 choose, 0 stream whole rows, 1 tiled (see "tiled sddmm").
+void check_tile(int64_t tile) {
+  TORCH_CHECK(tile >= -1 && tile <= 1, "sparseforge: tile must be -1 (choose), 0 (stream rows) or 1 (tiled), got ",
+              tile);
+}
+
+// Whether sddmm runs tiled. tile == -1 chooses: batches of at least one vector, and for feature-major
+// operands a mean out-degree of at least kSddmmTileReuse (batch-major streaming pays for whole transposes
+// first, so tiles win there at any degree). Measured, 1 thread, thread CPU time, 4096^2 batch 256: 10%
+// density 50 -> 21 ms (fm and bm), 1% 5.0 -> 3.1 ms (fm), 5.7 -> 2.9 ms (bm); out-degree 8: fm streaming
+// 1.2 ms vs tiled 1.7 ms, bm streaming 2.2 ms vs tiled 1.6 ms.
+constexpr int64_t kSddmmTileReuse = 16;
+// Groups of 8 rows stream (each gathered row feeds 8 dot products there; the tiled kernel runs rows one by
+// one): 8x8 block pattern at 10%, 4096^2 batch 256: streaming 18.3 / 19.3 ms (fm / bm) vs tiled 20.5 / 20.9;
+// groups of 4: tiled 22.4 / 20.9 vs streaming 29.1 / 27.5.
+bool sddmm_tiled_choice(int64_t tile, bool batch_major, int64_t group, int64_t n, int64_t edges, int64_t B,
+                        int64_t elem) {
+  if (tile != -1) return tile == 1;
+  return group <= 4 && B * elem >= kVecBytes && (batch_major || (n > 0 && edges >= kSddmmTileReuse * n));
+}
+
+// The tiled sddmm on x and gy given by pack(src, rows, W, dst) into tile layout; scratch slots 2 and 3.
+template <typename T, typename Pack>
+void sddmm_tiled_run(const int64_t* ip, const int64_t* id, int64_t rows, int64_t n, int64_t B, T* out,
+                     Pack&& pack_x, Pack&& pack_gy) {
+  const int nv = sddmm_tile_vectors<T>(B, n);
+  const int64_t W = nv * Vec<T>::lanes, tiles = (B + W - 1) / W;
+  T* xt = scratch<T, 2>(tiles * n * W);
+  T* gt = scratch<T, 3>(tiles * rows * W);
+  pack_x(W, xt);
+  pack_gy(W, gt);
+  sddmm_packed<T>(nv, ip, id, gt, xt, out, tiles, n, rows, ip[rows]);
+}
+
+template <typename T>
+void sddmm_fm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, const at::Tensor& x, at::Tensor& out,
+                  int64_t group, int64_t rows, bool tiled) {
+  const int64_t B = x.size(1), n = x.size(0);
+  const T *xp = x.data_ptr<T>(), *gp = gy.data_ptr<T>();
+  if (!tiled) {
+    with_group<SddmmOp, T>(group, ip, id, gp, gy.stride(0), xp, x.stride(0), out.data_ptr<T>(), B, rows / group,
+                           ip[rows]);
+    return;
+  }
+  auto pack = [B](const T* src, int64_t ld, int64_t count) {
+    return [=](int64_t W, T* dst) {
+      at::parallel_for(0, count, std::max<int64_t>(1, (int64_t{1} << 16) / std::max<int64_t>(B, 1)),
+                       [&](int64_t i0, int64_t i1) { pack_tiles<T>(src, ld, count, B, W, dst, i0, i1); });
+    };
+  };
+  sddmm_tiled_run<T>(ip, id, rows, n, B, out.data_ptr<T>(), pack(xp, x.stride(0), n), pack(gp, gy.stride(0), rows));
+}
+
 at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& gy, const at::Tensor& x,
-                 int64_t group) {
+                 int64_t group, int64_t tile) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", gy.scalar_type());
   check_rows(gy, "gy", gy.scalar_type());
+  check_tile(tile);
   TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
   TORCH_CHECK(gy.size(0) == rows && gy.size(1) == B, "sparseforge: gy must be [rows=", rows, ", batch=", B, "]");
   at::Tensor out = at::empty({indices.numel()}, x.options());
   if (indices.numel() == 0) return out;
+  if (B == 0) return out.zero_();
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
+  const bool tiled = sddmm_tiled_choice(tile, false, group, x.size(0), indices.numel(), B, x.element_size());
   if (x.scalar_type() == at::kFloat)
-    with_group<SddmmOp, float>(group, ip, id, gy.data_ptr<float>(), gy.stride(0), x.data_ptr<float>(), x.stride(0),
-                               out.data_ptr<float>(), B, rows / group, indices.numel());
+    sddmm_fm_run<float>(ip, id, gy, x, out, group, rows, tiled);
   else if (x.scalar_type() == at::kDouble)
-    with_group<SddmmOp, double>(group, ip, id, gy.data_ptr<double>(), gy.stride(0), x.data_ptr<double>(),
-                                x.stride(0), out.data_ptr<double>(), B, rows / group, indices.numel());
+    sddmm_fm_run<double>(ip, id, gy, x, out, group, rows, tiled);
   else
     TORCH_CHECK(false, "sparseforge: sddmm supports float32 and float64, got ", x.scalar_type());
   return out;
@@ -542,16 +688,24 @@ at::Tensor spmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at
   return y;
 }
 
-// Batch-major sddmm: g[e] = sum_b gy[b, row(e)] * x[b, indices[e]] for gy[B, rows], x[B, n]. Both are transposed
-// into reused feature-major buffers (in-register transposes), then the feature-major sddmm runs on them.
+// Batch-major sddmm: g[e] = sum_b gy[b, row(e)] * x[b, indices[e]] for gy[B, rows], x[B, n]. Tiled: x and gy
+// are packed straight into batch tiles by in-register transposes (pack_tiles_bm) and the tiled sddmm runs on
+// them; streaming: both are transposed whole into reused feature-major buffers and the streaming sddmm runs.
 template <typename T>
 void sddmm_bm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, const at::Tensor& x, at::Tensor& out,
-                  int64_t group, int64_t rows) {
+                  int64_t group, int64_t rows, bool tiled) {
   constexpr int64_t F = pack_block<T>();
   const int64_t B = x.size(0), n = x.size(1);
+  const T *xp = x.data_ptr<T>(), *gp = gy.data_ptr<T>();
+  if (tiled) {
+    auto pack = [B](const T* src, int64_t ld, int64_t count) {
+      return [=](int64_t W, T* dst) { pack_tiles_bm<T>(src, ld, count, B, W, dst); };
+    };
+    sddmm_tiled_run<T>(ip, id, rows, n, B, out.data_ptr<T>(), pack(xp, x.stride(0), n), pack(gp, gy.stride(0), rows));
+    return;
+  }
   T* xt = scratch<T, 2>(n * B);
   T* gt = scratch<T, 3>(rows * B);
-  const T *xp = x.data_ptr<T>(), *gp = gy.data_ptr<T>();
   const int64_t xb = (n + F - 1) / F, gb = (rows + F - 1) / F;
   at::parallel_for(0, xb + gb, std::max<int64_t>(1, (int64_t{1} << 14) / (F * B)), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {
@@ -565,10 +719,11 @@ void sddmm_bm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, co
 }
 
 at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at::Tensor& gy, const at::Tensor& x,
-                    int64_t group) {
+                    int64_t group, int64_t tile) {
   check_pattern(indptr, indices, group);
   check_rows(x, "x", gy.scalar_type(), "[batch, n]", "features");
   check_rows(gy, "gy", gy.scalar_type(), "[batch, rows]", "rows");
+  check_tile(tile);
   TORCH_CHECK(x.device().is_cpu() && gy.device().is_cpu(), "sparseforge: x and gy must be on the CPU");
   const int64_t rows = indptr.numel() - 1, B = x.size(0);
   TORCH_CHECK(gy.size(0) == B && gy.size(1) == rows, "sparseforge: gy must be [batch=", B, ", rows=", rows, "], got ",
@@ -577,10 +732,11 @@ at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const a
   if (indices.numel() == 0) return out;
   if (B == 0) return out.zero_();
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
+  const bool tiled = sddmm_tiled_choice(tile, true, group, x.size(1), indices.numel(), B, x.element_size());
   if (x.scalar_type() == at::kFloat)
-    sddmm_bm_run<float>(ip, id, gy, x, out, group, rows);
+    sddmm_bm_run<float>(ip, id, gy, x, out, group, rows, tiled);
   else if (x.scalar_type() == at::kDouble)
-    sddmm_bm_run<double>(ip, id, gy, x, out, group, rows);
+    sddmm_bm_run<double>(ip, id, gy, x, out, group, rows, tiled);
   else
     TORCH_CHECK(false, "sparseforge: sddmm_bm supports float32 and float64, got ", x.scalar_type());
   return out;
@@ -590,9 +746,9 @@ at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const a
 
 TORCH_LIBRARY(sparseforge, m) {
   m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None, int tile=-1) -> Tensor");
-  m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
+  m.def("sddmm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group, int tile=-1) -> Tensor");
   m.def("spmm_bm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None) -> Tensor");
-  m.def("sddmm_bm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group) -> Tensor");
+  m.def("sddmm_bm(Tensor indptr, Tensor indices, Tensor gy, Tensor x, int group, int tile=-1) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(sparseforge, CPU, m) {

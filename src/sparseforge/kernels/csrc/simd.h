@@ -128,4 +128,37 @@ void transpose_rows(const T* src, int64_t lds, int64_t S, int64_t Spad, T* dst, 
     for (int64_t s = s0; s < Spad; ++s) dst[i * ldd + s] = s < S ? src[s * lds + i] : T(0);
 }
 
+
+// Transpose-add: acc[q] (q < L) -> acc[0] with lane q = the sum of acc[q]'s lanes, in 2(L - 1) two-source
+// shuffles (log2(L) stages; stage S folds vector i + S/2 into i, halving the lane blocks that hold one sum).
+// How several dot products (one per vector) are finished together without a horizontal sum each.
+template <typename T, int S>
+inline void fold_sums(typename Vec<T>::type* acc) {
+  if constexpr (S > 1) {
+    using VT = typename Vec<T>::type;
+    constexpr int L = Vec<T>::lanes, H = S / 2;
+#if defined(__GNUC__) && !defined(__clang__)
+    using M = typename Vec<std::conditional_t<sizeof(T) == 4, int32_t, int64_t>>::type;
+    M m1, m2;  // lane l of block b (S lanes): first half from a's block b, second half from b's block b
+    for (int l = 0; l < L; ++l) {
+      const int blk = l / S, w = l % S;
+      m1[l] = w < H ? blk * S + w : L + blk * S + w - H;
+      m2[l] = w < H ? blk * S + w + H : L + blk * S + w;
+    }
+    for (int i = 0; i < H; ++i)
+      acc[i] = __builtin_shuffle(acc[i], acc[i + H], m1) + __builtin_shuffle(acc[i], acc[i + H], m2);
+#else
+    for (int i = 0; i < H; ++i) {
+      VT a = acc[i], b = acc[i + H], c;
+      for (int l = 0; l < L; ++l) {
+        const int blk = l / S, w = l % S;
+        c[l] = w < H ? a[blk * S + w] + a[blk * S + w + H] : b[blk * S + w - H] + b[blk * S + w];
+      }
+      acc[i] = c;
+    }
+#endif
+    fold_sums<T, H>(acc);
+  }
+}
+
 }  // namespace
