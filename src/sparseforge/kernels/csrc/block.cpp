@@ -30,8 +30,8 @@
 // rows of one tile in the TLB (a span of tiles per pass over the weights measured slower). The blocks of a
 // block row sit at random places in the tile, so while it works on block k the kernel prefetches block k + 1's
 // BS x rows (BS * W values) into L1, spread over the BS inputs (at 4096^2, 10%, b = 8, batch 256, one thread,
-// CPU clock, A/B in one process: forward 7.8-8.5 -> 6.9-7.3 ms, grad-input 9.8-10.4 -> 8.7-9.6 ms; b = 4, 16
-// and float64 no slower). Not the bottleneck there (A/B, same setup): the OC weight streams (one
+// CPU clock, A/B in one process: forward 7.8-8.5 -> 6.9-7.3 ms, grad-input 9.8-10.4 -> 8.7-9.6 ms; again on a
+// busier machine 8.9-9.1 -> 7.9-8.3 ms and 11.7-12.3 -> 9.9-10.7 ms; b = 4, 16 and float64 no slower). Not the bottleneck there (A/B, same setup): the OC weight streams (one
 // block-contiguous stream: kernel no faster, the copy costs ~1 ms per call), nor the weight re-reads per
 // tile (OC = 4, NV = 4 at b = 8: no faster).
 // Batch-major output: L consecutive output rows are staged [L][W] and written back as L x L register
