@@ -54,9 +54,10 @@ def test_registered_family_and_design():
 
 
 @pytest.mark.parametrize("b,group", [(4, 4), (8, 8), (16, 8)])
-def test_layout_uses_the_grouped_kernels(b, group):
-    p = block_pattern(64, 64, 32, block=b, seed=0)
-    assert SparseLayout.from_pattern(p).group == group
+def test_layout_knows_its_groups_and_blocks(b, group):
+    """Groups for the grouped kernels (the Triton path), the block size for the native block kernels."""
+    layout = SparseLayout.from_pattern(block_pattern(64, 64, 32, block=b, seed=0))
+    assert (layout.group, layout.block) == (group, b)
 
 
 @pytest.mark.parametrize("backend", ["stock", pytest.param("native", marks=pytest.mark.skipif(

@@ -67,6 +67,23 @@ def test_bench_latency_tiny_run_and_bad_sparsity(tmp_path):
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+def test_bench_ff_tiny_run_and_bad_flags(tmp_path):
+    r = run_cli("bench", "ff", "--tokens", "16", "--repeats", "1", "--quiet", "--json", str(tmp_path / "ff.json"))
+    assert r.returncode == 0, r.stderr
+    rows = json.loads((tmp_path / "ff.json").read_text())["rows"]
+    assert [(row["shape"], row["layer"]) for row in rows] == [
+        (shape, layer) for shape in ("512->2048", "2048->512") for layer in ("nn.Linear", "block b=8", "unstructured")]
+    for shape in ("512->2048", "2048->512"):
+        dense, blk, unstr = [row for row in rows if row["shape"] == shape]
+        assert dense["speedup"] == 1.0 and dense["density"] == 1.0
+        assert blk["speedup"] == pytest.approx(dense["train_ms"] / blk["train_ms"])
+        assert abs(blk["density"] - 0.1) < 0.05 and abs(unstr["density"] - 0.1) < 0.02  # nearest realisable
+    for argv, needle in [(["--density", "0"], "--density"), (["--block", "3"], "choose one of 4, 8, 16"),
+                         (["--clock", "cpu", "--threads", "2"], "--threads 1")]:
+        r = run_cli("bench", "ff", *argv)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+
 def test_bad_list_flag():
     r = run_cli("topology", "--net", "784,abc")
     assert r.returncode == 2 and "--net" in r.stderr and "abc" in r.stderr

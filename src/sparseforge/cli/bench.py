@@ -233,6 +233,37 @@ def bench_latency(
         io.write_json(json_out, res)
 
 
+@bench_app.command("ff")
+def bench_ff(
+    tokens: int = typer.Option(4096, min=1, help="rows of x[tokens, n_in] (batch x sequence)"),
+    density: float = typer.Option(0.1, help="density of the sparse layers, in (0, 1]"),
+    block: int = typer.Option(8, help="block size b of the block pattern (4, 8 or 16)"),
+    threads: int = typer.Option(1, min=1),
+    repeats: int = typer.Option(5, min=1),
+    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
+    quiet: bool = typer.Option(False, help="no progress output"),
+) -> None:
+    """Transformer feed-forward shapes (512 -> 2048, 2048 -> 512): a training step of SparseLinear (block and
+    unstructured patterns) vs nn.Linear on x[tokens, n_in], one interleaved run per shape; speedup = nn.Linear
+    time / sparse time."""
+    number(density, "density", low=0, high=1, low_open=True)
+    from ..topology.block import BLOCK_SIZES
+
+    choice(str(block), "block", tuple(map(str, BLOCK_SIZES)))
+    _check_clock(clock, threads)
+    output_file(json_out, "json")
+    from .. import io
+    from ..studies.bench import feed_forward
+
+    res = feed_forward(tokens=tokens, density=density, block=block, threads=threads, repeats=repeats, clock=clock,
+                       on_round=_steps("bench ff:", "shapes measured", quiet))
+    _print_rows(res["rows"], f"feed-forward training step, {tokens} tokens, {threads} threads, {clock} clock "
+                             "(speedup = nn.Linear / contender)")
+    if json_out:
+        io.write_json(json_out, res)
+
+
 def _ratio_cell(ms, ratio) -> str:
     return "–" if ms is None else f"{ratio:.2f}"
 

@@ -43,6 +43,9 @@ class SparseLayout:
         t_indptr: ``[n_in + 1]`` CSR row pointers of the transposed pattern (``t_offsets = t_indptr[:-1]``).
         group, t_group: ``G`` when every ``G`` consecutive rows of the pattern (of its transpose) share one
             index list (G in 8, 4, 2; else 1); the native kernels then reuse each gathered row ``G`` times.
+        block: ``b`` when the pattern is made of dense ``b x b`` blocks at multiples of ``b`` (b in 16, 8, 4,
+            :func:`block_size`; its transpose then is one too), else 1; the native CPU kernels then run the
+            register-blocked block kernels (``csrc/block.cpp``).
 
     Every invariant is checked when a layout is built (also through ``dataclasses.replace`` and :meth:`to`):
     a layout that exists is safe to hand to the kernels, which only re-check sizes. A broken one raises
@@ -61,6 +64,7 @@ class SparseLayout:
     t_indptr: torch.Tensor
     group: int = 1
     t_group: int = 1
+    block: int = 1
 
     @classmethod
     def from_pattern(cls, pattern: Pattern, device: torch.device | str | None = None) -> SparseLayout:
@@ -83,6 +87,7 @@ class SparseLayout:
             t_indptr=t_indptr,
             group=shared_index_group(pattern),
             t_group=shared_index_group(pt),
+            block=block_size(pattern),
         )
 
     def __post_init__(self) -> None:
@@ -117,11 +122,12 @@ def _validate(layout: SparseLayout) -> None:
     def bad(field: str, what: str) -> ValueError:
         return ValueError(f"SparseLayout.{field}: {what}")
 
-    for name in ("n_in", "n_out", "group", "t_group"):
+    for name in ("n_in", "n_out", "group", "t_group", "block"):
         v = getattr(layout, name)
         if not isinstance(v, int) or isinstance(v, bool) or v < 1:
             raise bad(name, f"must be a positive int, got {v!r}")
-    tensors = {f.name: getattr(layout, f.name) for f in fields(layout) if f.name not in ("n_in", "n_out", "group", "t_group")}
+    tensors = {f.name: getattr(layout, f.name) for f in fields(layout)
+               if f.name not in ("n_in", "n_out", "group", "t_group", "block")}
     device = None
     for name, t in tensors.items():
         if t is None and name in ("ell", "t_ell"):
@@ -179,6 +185,12 @@ def _validate(layout: SparseLayout) -> None:
         if not fixed or (idx_t.numel() and not bool(
                 (idx_t.view(n // g, g, -1) == idx_t.view(n // g, g, -1)[:, :1]).all())):
             raise bad(name, f"claims every {g} consecutive rows share one index list, but they do not")
+    b = layout.block
+    if b != 1:
+        if b not in BLOCK_KERNEL_SIZES:
+            raise bad("block", f"must be 1 or one of {', '.join(map(str, BLOCK_KERNEL_SIZES))}, got {b}")
+        if not _is_block(tensors["indptr"].cpu().numpy(), tensors["indices"].cpu().numpy(), n_in, n_out, b):
+            raise bad("block", f"claims the pattern is made of dense {b} x {b} blocks at multiples of {b}, but it is not")
 
 
 def gather_sum(ell: torch.Tensor | None, flat: torch.Tensor, offsets: torch.Tensor,
@@ -226,6 +238,39 @@ def shared_index_group(pattern: Pattern) -> int:
             blocks = ell.reshape(pattern.n_out // g, g, -1)
             if np.array_equal(blocks, np.broadcast_to(blocks[:, :1], blocks.shape)):
                 return g
+    return 1
+
+
+#: Block sizes with native block kernels, largest first (topology/block.py makes 4, 8 and 16).
+BLOCK_KERNEL_SIZES = (16, 8, 4)
+
+
+def _is_block(indptr: np.ndarray, indices: np.ndarray, n_in: int, n_out: int, b: int) -> bool:
+    """True when the CSR pattern is a union of dense ``b x b`` blocks whose corners are multiples of ``b``: every
+    ``b`` consecutive rows have one index list, made of runs ``c*b, c*b + 1, ..., c*b + b - 1`` (O(edges))."""
+    if n_in % b or n_out % b:
+        return False
+    deg = np.diff(indptr)
+    if bool((deg % b).any()) or bool((deg.reshape(-1, b) != deg[::b, None]).any()):
+        return False
+    if not indices.size:
+        return True
+    runs = indices.reshape(-1, b)  # each row is whole runs (deg % b == 0), so no run straddles two rows
+    if bool((runs[:, 0] % b).any()) or not np.array_equal(runs, runs[:, :1] + np.arange(b)):
+        return False
+    rows = np.repeat(np.arange(n_out), deg)
+    lead = indptr[rows - rows % b] + (np.arange(indices.size) - indptr[rows])  # same place in the first row
+    return bool(np.array_equal(indices, indices[lead]))
+
+
+def block_size(pattern: Pattern) -> int:
+    """Largest ``b`` in :data:`BLOCK_KERNEL_SIZES` such that ``pattern`` is made of dense ``b x b`` blocks at
+    multiples of ``b`` (a block pattern, :func:`sparseforge.topology.block`), else 1."""
+    if not pattern.edges:
+        return 1
+    for b in BLOCK_KERNEL_SIZES:
+        if _is_block(pattern.indptr, pattern.indices, pattern.n_in, pattern.n_out, b):
+            return b
     return 1
 
 

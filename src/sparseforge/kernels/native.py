@@ -126,12 +126,20 @@ def spmm(layout, values: torch.Tensor, x_fm: torch.Tensor, transposed: bool = Fa
     """``[rows, batch]``: the pattern (or, with ``transposed``, its transpose) times ``x_fm``, plus ``bias[rows]``
     per row when given, clamped to ``clamp = (lo, hi)`` when given (both fused into the kernel); ``values`` in
     the pattern's edge order."""
-    return _product(torch.ops.sparseforge.spmm, layout, values, x_fm, transposed, bias, clamp)
+    return _product("spmm", layout, values, x_fm, transposed, bias, clamp)
 
 
-def _product(op, layout, values, x, transposed, bias, clamp) -> torch.Tensor:
-    """Call a product op (feature- or batch-major) on the pattern or, with ``transposed``, on its transpose."""
+def _product(name, layout, values, x, transposed, bias, clamp) -> torch.Tensor:
+    """Call the product op ``name`` (``spmm`` or ``spmm_bm``) on the pattern or, with ``transposed``, on its
+    transpose; block patterns (``layout.block > 1``) run the block kernel ``block_<name>`` instead."""
     lo, hi = clamp if clamp is not None else (None, None)
+    if layout.block > 1:
+        op = getattr(torch.ops.sparseforge, "block_" + name)
+        if transposed:
+            return op(layout.t_indptr, layout.t_indices, values.contiguous(), rows(x), layout.block, bias, lo, hi,
+                      layout.t_perm)
+        return op(layout.indptr, layout.indices, values.contiguous(), rows(x), layout.block, bias, lo, hi)
+    op = getattr(torch.ops.sparseforge, name)
     if transposed:
         return op(layout.t_indptr, layout.t_indices, values.contiguous(), rows(x), layout.t_group, bias, lo, hi,
                   layout.t_perm)
@@ -140,7 +148,10 @@ def _product(op, layout, values, x, transposed, bias, clamp) -> torch.Tensor:
 
 def sddmm(layout, grad_y_fm: torch.Tensor, x_fm: torch.Tensor, tile: int = -1) -> torch.Tensor:
     """``g[e] = <grad_y_fm[row(e)], x_fm[indices[e]]>``, shape ``[edges]``; ``tile``: -1 let the kernel choose,
-    0 stream whole rows, 1 batch tiles reused from L2."""
+    0 stream whole rows, 1 batch tiles reused from L2 (block patterns run the block kernel, which tiles itself)."""
+    if layout.block > 1:
+        return torch.ops.sparseforge.block_sddmm(layout.indptr, layout.indices, rows(grad_y_fm), rows(x_fm),
+                                                 layout.block)
     return torch.ops.sparseforge.sddmm(layout.indptr, layout.indices, rows(grad_y_fm), rows(x_fm), layout.group,
                                        tile)
 
@@ -149,11 +160,14 @@ def spmm_bm(layout, values: torch.Tensor, x: torch.Tensor, transposed: bool = Fa
             bias: torch.Tensor | None = None, clamp: tuple[float, float] | None = None) -> torch.Tensor:
     """Batch-major :func:`spmm`: ``x`` is ``[batch, n]`` (samples as rows), the result ``[batch, rows]``; no
     transposed copy of either is made (the kernel transposes cache-sized tiles in registers)."""
-    return _product(torch.ops.sparseforge.spmm_bm, layout, values, x, transposed, bias, clamp)
+    return _product("spmm_bm", layout, values, x, transposed, bias, clamp)
 
 
 def sddmm_bm(layout, grad_y: torch.Tensor, x: torch.Tensor, tile: int = -1) -> torch.Tensor:
     """Batch-major :func:`sddmm`: ``g[e] = sum_b grad_y[b, row(e)] * x[b, indices[e]]`` for ``grad_y``
     ``[batch, n_out]`` and ``x`` ``[batch, n_in]``; shape ``[edges]``; ``tile`` as in :func:`sddmm`."""
+    if layout.block > 1:
+        return torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, rows(grad_y), rows(x),
+                                                    layout.block)
     return torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, rows(grad_y), rows(x), layout.group,
                                           tile)

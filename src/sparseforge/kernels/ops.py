@@ -11,7 +11,8 @@ formula built from the other two:
 * ``inference(x_fm, values, bias, <layout>, lo, hi)``: the forward with bias and clamp fused, no autograd.
 
 ``<layout>`` is the index tensors of a :class:`~.ell.SparseLayout` (validated when it was built) plus its
-ints; ``d_in``/``d_out`` are the fixed in/out-degree or 0 when it varies. Each op picks its implementation
+ints; ``d_in``/``d_out`` are the fixed in/out-degree or 0 when it varies; ``block`` (last, default 1) is the
+layout's block size (block patterns run the block kernels). Each op picks its implementation
 when it runs (:func:`~.backend.resolve_backend`: native CPU kernels or stock PyTorch ops), so one compiled or
 exported graph follows the backend setting. Eager calls (nothing tracing) run the same functions through a
 plain ``autograd.Function``, without the op dispatch overhead. Activations are feature-major ``[nodes, batch]``; float32 and
@@ -36,7 +37,7 @@ UPCAST = (torch.float16, torch.bfloat16)
 
 def _layout(indptr: Tensor | None, indices: Tensor | None, group: int = 1, d_in: int = 0, n_in: int = 0,
             t_indptr: Tensor | None = None, t_indices: Tensor | None = None, t_perm: Tensor | None = None,
-            t_group: int = 1, d_out: int = 0) -> SparseLayout:
+            t_group: int = 1, d_out: int = 0, block: int = 1) -> SparseLayout:
     """The layout the stock/native products read, from the op's (already validated) arguments; parts an op
     does not need are None."""
     n_out = indptr.numel() - 1 if indptr is not None else 0
@@ -46,7 +47,7 @@ def _layout(indptr: Tensor | None, indices: Tensor | None, group: int = 1, d_in:
         ell=indices.view(n_out, d_in) if d_in else None, t_indices=t_indices,
         t_offsets=None if t_indptr is None else t_indptr[:-1], t_perm=t_perm,
         t_ell=t_indices.view(n_in, d_out) if d_out and t_indices is not None else None,
-        t_indptr=t_indptr, group=group, t_group=t_group,
+        t_indptr=t_indptr, group=group, t_group=t_group, block=block,
     )
 
 
@@ -56,9 +57,10 @@ def _products(x: Tensor):
 
 # ---------------------------------------------------------------------------------------- grad input
 def _grad_input(gy: Tensor, values: Tensor, t_indptr: Tensor, t_indices: Tensor, t_perm: Tensor, t_group: int,
-               d_out: int) -> Tensor:
+               d_out: int, block: int = 1) -> Tensor:
     """``[n_in, batch] = W^T gy`` for ``gy[n_out, batch]``; ``values`` in the pattern's (not the transpose's) order."""
-    layout = _layout(None, None, t_indptr=t_indptr, t_indices=t_indices, t_perm=t_perm, t_group=t_group, d_out=d_out)
+    layout = _layout(None, None, t_indptr=t_indptr, t_indices=t_indices, t_perm=t_perm, t_group=t_group, d_out=d_out,
+                     block=block)
     return _products(gy)[0](layout, values.reshape(-1), gy.contiguous(), transposed=True)
 
 
@@ -66,14 +68,15 @@ grad_input = torch.library.custom_op(f"{NAMESPACE}::grad_input", _grad_input, mu
 
 
 @grad_input.register_fake
-def _(gy, values, t_indptr, t_indices, t_perm, t_group, d_out):
+def _(gy, values, t_indptr, t_indices, t_perm, t_group, d_out, block=1):
     return gy.new_empty((t_indptr.shape[0] - 1, gy.shape[1]))
 
 
 # --------------------------------------------------------------------------------------- grad values
-def _grad_values(gy: Tensor, x_fm: Tensor, indptr: Tensor, indices: Tensor, group: int, n_in: int) -> Tensor:
+def _grad_values(gy: Tensor, x_fm: Tensor, indptr: Tensor, indices: Tensor, group: int, n_in: int,
+                 block: int = 1) -> Tensor:
     """``[edges]``: ``g[e] = <gy[row(e)], x_fm[indices[e]]>`` for ``gy[n_out, batch]``, ``x_fm[n_in, batch]``."""
-    layout = _layout(indptr, indices, group, n_in=n_in)
+    layout = _layout(indptr, indices, group, n_in=n_in, block=block)
     return _products(x_fm)[1](layout, gy.contiguous(), x_fm)
 
 
@@ -81,16 +84,16 @@ grad_values = torch.library.custom_op(f"{NAMESPACE}::grad_values", _grad_values,
 
 
 @grad_values.register_fake
-def _(gy, x_fm, indptr, indices, group, n_in):
+def _(gy, x_fm, indptr, indices, group, n_in, block=1):
     return x_fm.new_empty((indices.shape[0],))
 
 
 # ------------------------------------------------------------------------------------------- forward
 def _linear(x_fm: Tensor, values: Tensor, bias: Optional[Tensor], indptr: Tensor, indices: Tensor,
            t_indptr: Tensor, t_indices: Tensor, t_perm: Tensor, group: int, t_group: int, d_in: int,
-           d_out: int) -> Tensor:
+           d_out: int, block: int = 1) -> Tensor:
     """``[n_out, batch] = W x_fm (+ bias[:, None])`` for ``x_fm[n_in, batch]`` (the bias added in the kernel)."""
-    layout = _layout(indptr, indices, group, d_in)
+    layout = _layout(indptr, indices, group, d_in, block=block)
     return _products(x_fm)[0](layout, values.reshape(-1), x_fm, bias=None if bias is None else bias.contiguous())
 
 
@@ -98,28 +101,29 @@ linear = torch.library.custom_op(f"{NAMESPACE}::linear", _linear, mutates_args=(
 
 
 @linear.register_fake
-def _(x_fm, values, bias, indptr, indices, t_indptr, t_indices, t_perm, group, t_group, d_in, d_out):
+def _(x_fm, values, bias, indptr, indices, t_indptr, t_indices, t_perm, group, t_group, d_in, d_out, block=1):
     return x_fm.new_empty((indptr.shape[0] - 1, x_fm.shape[1]))
 
 
 def _linear_setup(ctx, inputs, output) -> None:
-    x_fm, values, bias, indptr, indices, t_indptr, t_indices, t_perm, group, t_group, d_in, d_out = inputs
+    x_fm, values, bias, indptr, indices, t_indptr, t_indices, t_perm, group, t_group, d_in, d_out, *rest = inputs
+    block = rest[0] if rest else 1  # the default may or may not be among the inputs
     ctx.save_for_backward(x_fm, values, indptr, indices, t_indptr, t_indices, t_perm)
-    ctx.ints = (group, t_group, d_out)
+    ctx.ints = (group, t_group, d_out, block)
 
 
 def _linear_backward(ctx, gy: Tensor):
     """Gradients of :func:`linear`'s inputs (None for the layout)."""
     x_fm, values, indptr, indices, t_indptr, t_indices, t_perm = ctx.saved_tensors
-    group, t_group, d_out = ctx.ints
+    group, t_group, d_out, block = ctx.ints
     gx = gv = gb = None
     if ctx.needs_input_grad[0]:
-        gx = grad_input(gy, values, t_indptr, t_indices, t_perm, t_group, d_out)
+        gx = grad_input(gy, values, t_indptr, t_indices, t_perm, t_group, d_out, block)
     if ctx.needs_input_grad[1]:
-        gv = grad_values(gy, x_fm, indptr, indices, group, x_fm.shape[0]).view(values.shape)
+        gv = grad_values(gy, x_fm, indptr, indices, group, x_fm.shape[0], block).view(values.shape)
     if ctx.needs_input_grad[2]:
         gb = gy.sum(1)
-    return (gx, gv, gb) + (None,) * 9
+    return (gx, gv, gb) + (None,) * 10
 
 
 linear.register_autograd(_linear_backward, setup_context=_linear_setup)
@@ -153,9 +157,9 @@ def tracing() -> bool:
 
 # ----------------------------------------------------------------------------------------- inference
 def _inference(x_fm: Tensor, values: Tensor, bias: Optional[Tensor], indptr: Tensor, indices: Tensor, group: int,
-              d_in: int, lo: Optional[float], hi: Optional[float]) -> Tensor:
+              d_in: int, lo: Optional[float], hi: Optional[float], block: int = 1) -> Tensor:
     """``[n_out, batch] = clamp(W x_fm + bias[:, None], lo, hi)`` (bias and clamp optional, fused)."""
-    layout = _layout(indptr, indices, group, d_in)
+    layout = _layout(indptr, indices, group, d_in, block=block)
     clamp = None if lo is None or hi is None else (lo, hi)
     return _products(x_fm)[0](layout, values.reshape(-1), x_fm, bias=bias, clamp=clamp)
 
@@ -164,7 +168,7 @@ inference = torch.library.custom_op(f"{NAMESPACE}::inference", _inference, mutat
 
 
 @inference.register_fake
-def _(x_fm, values, bias, indptr, indices, group, d_in, lo, hi):
+def _(x_fm, values, bias, indptr, indices, group, d_in, lo, hi, block=1):
     return x_fm.new_empty((indptr.shape[0] - 1, x_fm.shape[1]))
 
 
@@ -196,7 +200,8 @@ def linear_fm(x_fm: Tensor, values: Tensor, bias: Tensor | None, layout: SparseL
     if not tracing():
         return _EagerLinear.apply(x_fm, values, bias, layout)
     t = tensors or (layout.indptr, layout.indices, layout.t_indptr, layout.t_indices, layout.t_perm)
-    return linear(x_fm, values, bias, *t, layout.group, layout.t_group, degree(layout.ell), degree(layout.t_ell))
+    return linear(x_fm, values, bias, *t, layout.group, layout.t_group, degree(layout.ell), degree(layout.t_ell),
+                  layout.block)
 
 
 @torch.no_grad()
@@ -215,7 +220,8 @@ def sparse_inference_fm(x_fm: Tensor, values: Tensor, layout: SparseLayout, bias
         return y.to(x_fm.dtype)
     lo, hi = (None, None) if clamp is None else map(float, clamp)
     op = inference if tracing() else _inference
-    return op(x_fm, values, bias, layout.indptr, layout.indices, layout.group, degree(layout.ell), lo, hi)
+    return op(x_fm, values, bias, layout.indptr, layout.indices, layout.group, degree(layout.ell), lo, hi,
+              layout.block)
 
 
 def check_operands(x_fm: Tensor, values: Tensor, layout: SparseLayout, bias: Tensor | None) -> None:

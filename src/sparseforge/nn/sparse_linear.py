@@ -84,7 +84,7 @@ class SparseLinear(nn.Module):
                 n_in=layout.n_in, n_out=layout.n_out, **moved, t_offsets=moved["t_indptr"][:-1],
                 ell=None if layout.ell is None else moved["indices"].view(layout.ell.shape),
                 t_ell=None if layout.t_ell is None else moved["t_indices"].view(layout.t_ell.shape),
-                group=layout.group, t_group=layout.t_group)
+                group=layout.group, t_group=layout.t_group, block=layout.block)
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):

@@ -36,7 +36,8 @@ from ..kernels import SparseLayout, native, resolve_backend, sparse_inference_fm
 from ..kernels.ell import PRODUCTS
 from ..nn import SparseLinear
 from ..runs.timing import best_time, interleaved_times  # noqa: F401  (best_time: re-exported)
-from ..topology import Pattern, mixed_radix_pattern, random_uniform, structured, valid_out_degrees
+from ..topology import (Pattern, mixed_radix_pattern, nearest_out_degree, random_uniform, structured,
+                        valid_out_degrees)
 from ..topology.block import block as block_pattern
 from ..topology.grouped import grouped
 
@@ -359,6 +360,52 @@ def latency(
     return dict(setup=dict(sizes=list(sizes), sparsity=sparsity, threads=threads, clock=clock, repeats=repeats,
                            number=number, torch=torch.__version__,
                            backend=resolve_backend("cpu", torch.float32)), rows=rows)
+
+
+def feed_forward(
+    shapes: Sequence[tuple[int, int]] = ((512, 2048), (2048, 512)),
+    tokens: int = 4096,
+    density: float = 0.1,
+    block: int = 8,
+    threads: int = 1,
+    repeats: int = 5,
+    clock: str = "wall",
+    seed: int = 0,
+    on_round: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Transformer feed-forward shapes: one training step (forward, backward to the input and the weights) of
+    ``nn.Linear`` vs ``SparseLinear`` on a ``block x block`` block pattern and on the unstructured
+    (structured-family) pattern nearest ``density``, batch-major ``x[tokens, n_in]`` as a Transformer calls
+    them, every shape's contenders timed in one interleaved run.
+
+    Returns ``{"setup", "rows": [{"shape", "layer", "density", "train_ms", "speedup", "gflops"}]}``:
+    ``speedup = nn.Linear time / time`` of the same run; ``gflops`` counts the 3 products of
+    ``2 * edges * tokens`` each (dense: ``edges = n_in * n_out``).
+    """
+    torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    rows = []
+    for i, (n_in, n_out) in enumerate(shapes):
+        if on_round:
+            on_round(i, len(shapes))
+        d_blk = block * nearest_out_degree(n_in // block, n_out // block, density)
+        layers = {"nn.Linear": nn.Linear(n_in, n_out),
+                  f"block b={block}": SparseLinear(block_pattern(n_in, n_out, d_blk, block=block, seed=seed)),
+                  "unstructured": SparseLinear(structured(n_in, n_out, nearest_out_degree(n_in, n_out, density),
+                                                          seed=seed))}
+        x = torch.randn(tokens, n_in, requires_grad=True)
+        g = torch.randn(tokens, n_out)
+        t = interleaved_times({k: (lambda m=m: m(x).backward(g)) for k, m in layers.items()}, repeats, warmup=1,
+                              clock=clock)
+        for name, m in layers.items():
+            edges = n_in * n_out if isinstance(m, nn.Linear) else m.pattern.edges
+            rows.append(dict(shape=f"{n_in}->{n_out}", layer=name, density=edges / (n_in * n_out),
+                             train_ms=1e3 * t[name], speedup=t["nn.Linear"] / t[name],
+                             gflops=3 * 2 * edges * tokens / t[name] / 1e9))
+    if on_round:
+        on_round(len(shapes), len(shapes))
+    return dict(setup=dict(tokens=tokens, density=density, block=block, threads=threads, clock=clock,
+                           repeats=repeats, torch=torch.__version__), rows=rows)
 
 
 def _forward(layer: SparseLinear, x: torch.Tensor, backend: str, batch_major: bool = False) -> torch.Tensor:
