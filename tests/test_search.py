@@ -7,6 +7,7 @@ import os
 import shutil
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import textwrap
@@ -27,7 +28,7 @@ from sparseforge.search import (
     GaussianProcess, GPEISampler, Hyper, create_search, default_storage, expected_improvement, front_rows,
     load_search, objective_value, pareto_front, parse_spec, run_worker, trial_rows,
 )
-from sparseforge.search.gp import group_sq_dists, neg_log_posterior, se_kernel
+from sparseforge.search.gp import group_sq_dists, neg_log_posterior, output_warp, se_kernel
 from sparseforge.search.objective import synthetic_f
 from sparseforge.search.study import study_key, suggest
 
@@ -148,18 +149,24 @@ def _direct_posterior(X, y, groups, hyper, Xs):
     return mu, np.sqrt(var)
 
 
+def _assert_posterior_matches_direct_solve(gp, X, y, groups, Xs):
+    """The fitted GP's posterior at ``Xs`` equals the direct float64 solve on the standardised ``y``, with
+    the fitted hyperparameters; returns the standardised targets."""
+    mu, sd = gp.predict(Xs)
+    ys = (y - y.mean()) / y.std()
+    mu_ref, sd_ref = _direct_posterior(X, ys, groups, gp.hyper, Xs)
+    assert np.allclose(mu, mu_ref * y.std() + y.mean(), rtol=1e-8, atol=1e-10)
+    assert np.allclose(sd, sd_ref * y.std(), rtol=1e-6, atol=1e-9)
+    return ys
+
+
 def test_fitted_gp_posterior_matches_a_direct_float64_solve():
     rng = np.random.default_rng(3)
     X = rng.random((20, 4))
     groups = np.array([0, 0, 1, 2])
     y = np.cos(3 * X[:, 0]) + X[:, 2] ** 2 + 0.05 * rng.standard_normal(20)
     gp = GaussianProcess(X, y, groups, restarts=1)
-    Xs = rng.random((7, 4))
-    mu, sd = gp.predict(Xs)
-    ys = (y - y.mean()) / y.std()
-    mu_ref, sd_ref = _direct_posterior(X, ys, groups, gp.hyper, Xs)
-    assert np.allclose(mu, mu_ref * y.std() + y.mean(), rtol=1e-8, atol=1e-10)
-    assert np.allclose(sd, sd_ref * y.std(), rtol=1e-6, atol=1e-9)
+    ys = _assert_posterior_matches_direct_solve(gp, X, y, groups, rng.random((7, 4)))
     # the incumbent of EI: the lowest posterior mean at the observed points, not the lowest observation
     mu_obs, _ = _direct_posterior(X, ys, groups, gp.hyper, X)
     assert gp.incumbent() == pytest.approx(float(mu_obs.min()) * y.std() + y.mean(), rel=1e-9)
@@ -177,6 +184,108 @@ def test_marginal_likelihood_gradient_matches_finite_differences():
         fd = np.array([(neg_log_posterior(theta + h * e, d, y)[0] - neg_log_posterior(theta - h * e, d, y)[0])
                        / (2 * h) for e in np.eye(len(theta))])
         assert np.allclose(g, fd, rtol=1e-5, atol=1e-6), (g, fd)
+
+
+def test_rank_warp_is_normal_scores_and_ignores_monotone_transforms():
+    y = np.array([0.7, 33.0, 1.2, 0.9, 2.0])
+    w = output_warp(y, "rank")
+    # hand-computed: ranks 1, 5, 3, 2, 4 of 5 -> Phi^-1((r - 0.5) / 5)
+    ref = np.array([statistics.NormalDist().inv_cdf((r - 0.5) / 5) for r in (1, 5, 3, 2, 4)])
+    assert np.allclose(w, ref, rtol=0, atol=1e-12)
+    assert int(np.argmin(w)) == int(np.argmin(y))  # the incumbent trial is the same
+    # f, log10 f and any increasing transform of f give the same targets: the search does not depend on them
+    for g in (np.log10, lambda v: 3.0 * v - 7.0, np.sqrt):
+        assert np.array_equal(output_warp(g(y), "rank"), w)
+    # ties share their mean rank
+    t = output_warp(np.array([1.0, 2.0, 2.0, 3.0]), "rank")
+    assert t[1] == t[2] and t[0] < t[1] < t[3]
+    assert np.array_equal(output_warp(y, "none"), y)
+    with pytest.raises(ValueError, match="output warp 'log' is not one of none, rank, yeo-johnson"):
+        output_warp(y, "log")
+
+
+def _yeo_johnson(z, lam):
+    """Reference Yeo-Johnson transform, written out case by case."""
+    out = np.empty_like(z)
+    for i, v in enumerate(z):
+        if v >= 0:
+            out[i] = math.log1p(v) if abs(lam) < 1e-12 else ((v + 1) ** lam - 1) / lam
+        else:
+            out[i] = -math.log1p(-v) if abs(lam - 2) < 1e-12 else -((1 - v) ** (2 - lam) - 1) / (2 - lam)
+    return out
+
+
+def _yj_profile_loglik(z, lam):
+    t = _yeo_johnson(z, lam)
+    return -0.5 * len(z) * math.log(t.var()) + (lam - 1) * float(np.sum(np.sign(z) * np.log1p(np.abs(z))))
+
+
+def test_yeo_johnson_warp_is_the_maximum_likelihood_power_transform_of_the_standardised_values():
+    y = np.array([1.52, 0.42, 0.23, 0.11, -0.15, 0.30])  # log10 f of a structure stage at w_c = 1
+    w = output_warp(y, "yeo-johnson")
+    z = (y - y.mean()) / y.std()
+    grid = np.linspace(-3.0, 3.0, 6001)
+    ll = [_yj_profile_loglik(z, g) for g in grid]
+    lam = float(grid[int(np.argmax(ll))])
+    assert -3.0 < lam < 1.0  # the outlier is pulled in: a concave transform
+    assert np.allclose(w, _yeo_johnson(z, lam), atol=5e-3)
+    assert np.array_equal(np.argsort(w), np.argsort(y))  # monotone: same order, same incumbent
+    # the warp of the standardised values does not depend on the units of y (any a > 0, b)
+    assert np.allclose(output_warp(4.0 * y - 3.0, "yeo-johnson"), w, atol=1e-8)
+    # the outlier's distance from the rest, in standard deviations, shrinks
+    assert w[0] - np.median(w) < z[0] - np.median(z) - 0.3
+    assert np.array_equal(output_warp(np.full(4, 0.3), "yeo-johnson"), np.zeros(4))
+
+
+@pytest.mark.parametrize("kind", ["yeo-johnson", "rank"])
+def test_warped_gp_posterior_and_ei_match_a_direct_solve_on_the_warped_targets(kind):
+    rng = np.random.default_rng(8)
+    X = rng.random((12, 3))
+    groups = np.array([0, 1, 1])
+    f = 0.5 + X[:, 0] ** 2 + 0.3 * X[:, 1]
+    f[3] = 33.0  # one hopeless network
+    w = output_warp(f, kind)
+    gp = GaussianProcess(X, w, groups, restarts=1)
+    Xs = rng.random((6, 3))
+    _assert_posterior_matches_direct_solve(gp, X, w, groups, Xs)
+    mu, sd = gp.predict(Xs)
+    # EI is computed in the warped units; the targets' standardisation is affine, and EI is equivariant
+    # under an affine map of the targets (scaled by a, same argmax): a GP given a * w + b with the same
+    # hyperparameters predicts a * mu + b, a * sd
+    a, b = 2.5, -1.0
+    gp2 = GaussianProcess(X, a * w + b, groups, hyper=gp.hyper)
+    mu2, sd2 = gp2.predict(Xs)
+    assert np.allclose(mu2, a * mu + b, rtol=1e-9, atol=1e-9) and np.allclose(sd2, a * sd, rtol=1e-9)
+    ei, ei2 = expected_improvement(mu, sd, gp.incumbent()), expected_improvement(mu2, sd2, gp2.incumbent())
+    assert np.allclose(ei2, a * ei, rtol=1e-8, atol=1e-12)
+
+
+def _rank_corr(a, b):
+    return float(np.corrcoef(np.argsort(np.argsort(a)), np.argsort(np.argsort(b)))[0, 1])
+
+
+def test_output_warp_stops_one_outlier_from_setting_the_lengthscales():
+    # f depends on x0 only; one trial is an outlier 30x the others' range (a hopeless network at w_c = 1)
+    corr = {"none": [], "yeo-johnson": [], "rank": []}
+    for seed in range(5):
+        rng = np.random.default_rng(seed)
+        X = rng.random((15, 2))
+        y = np.sin(4 * X[:, 0]) + 0.01 * rng.standard_normal(15)
+        y[0] = 30.0
+        Xt = rng.random((200, 2))
+        truth = np.sin(4 * Xt[:, 0])
+        for kind in corr:
+            gp = GaussianProcess(X, output_warp(y, kind), np.array([0, 1]), restarts=2, seed=0)
+            corr[kind].append(_rank_corr(gp.predict(Xt)[0], truth))
+            if kind == "none":  # linear targets: the fit explains the outlier with a lengthscale under 0.1
+                assert min(gp.hyper.lengthscales) < 0.1
+            if kind == "rank" and seed < 2:  # x0 found relevant, x1 irrelevant
+                assert gp.hyper.lengthscales[0] < 0.5 < gp.hyper.lengthscales[1]
+    # linear targets: the posterior mean says nothing about the order of unseen points; warped, it does
+    assert max(abs(c) for c in corr["none"]) < 0.3
+    for kind in ("yeo-johnson", "rank"):
+        assert min(corr[kind]) > 0.45 and all(c > n + 0.3 for c, n in zip(corr[kind], corr["none"]))
+    assert np.mean(corr["yeo-johnson"]) > 0.6 and np.mean(corr["rank"]) > 0.8
 
 
 def test_warm_started_fit_reaches_the_same_optimum():
@@ -538,6 +647,23 @@ def test_gp_ei_beats_random_search_on_the_synthetic_benchmark():
           for s in range(3)]
     rnd = [_search_best(sp, optuna.samplers.RandomSampler(seed=s), s) for s in range(3)]
     assert max(gp) < min(rnd) and np.mean(gp) < np.mean(rnd) - 0.005, (gp, rnd)
+
+
+@pytest.mark.parametrize("warp", ["none", "yeo-johnson"])
+def test_sampler_fits_its_gp_to_the_warped_objective_values(monkeypatch, warp):
+    import sparseforge.search.sampler as sampler_mod
+
+    monkeypatch.setattr(sampler_mod, "WARP", warp)
+    sp = _one_stage_synthetic(8)
+    stage = sp.stage(0)
+    sampler = GPEISampler(stage, {}, n_initial=3, candidates=100, restarts=0, seed=0)
+    study = optuna.create_study(sampler=sampler)
+    for _ in range(7):
+        t = study.ask()
+        study.tell(t, synthetic_f(sp, sp.complete(stage.suggest(lambda k, d: suggest(t, k, d), {}))))
+    ys = np.array([t.value for t in study.trials[:-1]])  # the GP of the last proposal saw the first six
+    w = output_warp(ys, warp)
+    assert np.allclose(sampler.last_gp.y, (w - w.mean()) / w.std(), atol=1e-12)
 
 
 def test_pending_trials_push_parallel_proposals_apart():
