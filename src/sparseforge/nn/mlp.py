@@ -39,8 +39,9 @@ class SparseMLP(nn.Module):
 
     Input ``[*, N_0]`` (any leading dims, e.g. ``[batch, seq, N_0]``, or an empty batch) or
     ``[batch, *sample_shape]`` with ``prod(sample_shape) = N_0`` (e.g. images ``[batch, 1, 28, 28]``) is
-    flattened to ``[rows, N_0]``, transposed once to feature-major ``[N_0, rows]``, kept feature-major through
-    every layer, and transposed back at the end: output ``[*, N_L]`` (``[batch, N_L]`` for sample shapes).
+    flattened to ``[rows, N_0]`` and stays batch-major through every layer (the sparse layers' kernels read
+    and write batch-major tensors, transposing cache-sized tiles in registers; a transposed copy of the
+    input cost ~0.4 ms per call at 784 x 128): output ``[*, N_L]`` (``[batch, N_L]`` for sample shapes).
     The input's dtype must be the model's (as for ``nn.Linear``).
     """
 
@@ -65,12 +66,12 @@ class SparseMLP(nn.Module):
         if x.dtype != dtype:
             raise ValueError(f"SparseMLP: input is {x.dtype} but the model is {dtype}: give x.to({dtype}) "
                              f"or convert the model (.to({x.dtype}))")
-        h = x.reshape(-1, n_in).t()
+        h = x.reshape(-1, n_in)
         for i, layer in enumerate(self.layers):
-            h = layer.forward_fm(h)
+            h = layer(h)  # batch-major: the kernels transpose cache-sized tiles in registers
             if i < len(self.layers) - 1:
                 h = torch.relu(h)
-        return h.t().reshape(*lead, h.shape[0])
+        return h.reshape(*lead, h.shape[-1])
 
     def num_parameters(self) -> int:
         """Trainable values actually stored (edges + biases)."""
