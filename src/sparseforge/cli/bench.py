@@ -13,6 +13,11 @@ from .parse import UserError, choice, densities as parse_densities, ints, number
 
 bench_app = typer_app(help="Benchmarks: ratios against the best baseline of the same run.")
 
+# options every benchmark shares (one definition; typer reads them as parameter defaults)
+CLOCK = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)")
+JSON_OUT = typer.Option(None, "--json", help="also write the results here")
+QUIET = typer.Option(False, help="no progress output")
+
 
 def _print_rows(rows: list[dict], title: str) -> None:
     fmt = {k: (lambda v: f"{v:.2f}") for k, v in rows[0].items() if isinstance(v, float)} if rows else {}
@@ -53,12 +58,12 @@ def bench_linear(
     block_densities: str = typer.Option("0.1", help="densities of block patterns ('' for none)"),
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(5, min=1),
-    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
+    clock: str = CLOCK,
     compile_density: Optional[float] = typer.Option(
         0.1, min=1e-9, max=1, help="density of the torch.compile training-step row (0 < d <= 1); --no-compile skips it"),
     compile: bool = typer.Option(True, help="also time a SparseMLP training step under torch.compile vs eager"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
     device: str = typer.Option("cpu", help="cpu, or cuda (cuda:N): the GPU table (Triton kernels vs cuBLAS, "
                                            "cuSPARSE CSR, 2:4 semi-structured)"),
     dtypes: Optional[str] = typer.Option(None, help="with --device cuda: dtypes to time, from float16, bfloat16, "
@@ -153,8 +158,8 @@ def bench_challenge(
     threads: int = typer.Option(2, min=1),
     repeats: int = typer.Option(2, min=1),
     clock: str = typer.Option("wall", help="wall, or cpu (with --threads 1)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
 ) -> None:
     """Sparse DNN Graph Challenge inference Y <- min(max(YW + b, 0), 32) over RadiX-Net layers:
     edges/s against scipy.sparse CSR on the same generated inputs, results checked equal."""
@@ -180,7 +185,7 @@ def bench_batch(
     batches: str = typer.Option("1,16,64,256,1024", help="batch sizes, each >= 1"),
     threads: str = typer.Option("1,2", help="thread counts, each >= 1"),
     clock: str = typer.Option("wall", help="wall, or cpu (applies to the 1-thread points)"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    quiet: bool = QUIET,
 ) -> None:
     """Forward GFLOP/s of each backend (forward_fm, and layer(x) as "_bm") and of torch.mm against batch size
     and thread count."""
@@ -204,9 +209,9 @@ def bench_latency(
     threads: int = typer.Option(1, min=1),
     repeats: int = typer.Option(5, min=1),
     calls: int = typer.Option(200, min=1, help="calls per timing round"),
-    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    clock: str = CLOCK,
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
 ) -> None:
     """Inference latency of a pruned MLP at small batches: SparseLinear layers (random patterns, variable
     in-degree) vs the dense nn.Linear network, called as users call them (x[batch, n], no_grad), one
@@ -240,9 +245,9 @@ def bench_ff(
     block: int = typer.Option(8, help="block size b of the block pattern (4, 8 or 16)"),
     threads: int = typer.Option(1, min=1),
     repeats: int = typer.Option(5, min=1),
-    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    clock: str = CLOCK,
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
 ) -> None:
     """Transformer feed-forward shapes (512 -> 2048, 2048 -> 512): a training step of SparseLinear (block and
     unstructured patterns) vs nn.Linear on x[tokens, n_in], one interleaved run per shape; speedup = nn.Linear
@@ -273,9 +278,9 @@ def bench_peers(
     shapes: str = typer.Option("issue", help="issue (issue 16's shapes, minutes) or small (tiny, seconds)"),
     threads: int = typer.Option(1, min=1),
     repeats: int = typer.Option(5, min=1),
-    clock: str = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="also write the results here"),
-    quiet: bool = typer.Option(False, help="no progress output"),
+    clock: str = CLOCK,
+    json_out: Optional[Path] = JSON_OUT,
+    quiet: bool = QUIET,
 ) -> None:
     """SparseLinear (layer(x) and forward_fm) against torch CSR, scipy.sparse CSR, GraphBLAS and SparseProp,
     forward and training step, each shape timed in one interleaved run; ratio = best dense time (oneDNN,
