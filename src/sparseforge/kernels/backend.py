@@ -74,6 +74,12 @@ def use_backend(name: str) -> Iterator[None]:
         set_backend(previous)
 
 
+def direct_linear():
+    """:data:`.native.linear_bm` (eager batch-major inference without the dispatcher) when the native kernels are
+    loaded and not deselected (setting ``"stock"``), else None."""
+    return None if _setting == "stock" else native.linear_bm
+
+
 def resolve_backend(device: torch.device | str = "cpu", dtype: torch.dtype = torch.float32) -> str:
     """The implementation (``"stock"``, ``"native"`` or ``"triton"``) that products on such tensors use now.
 

@@ -18,6 +18,7 @@ Environment:
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import os
 import platform
 import threading
@@ -88,6 +89,7 @@ def load(verbose: bool = False) -> bool:
                     name=name, sources=[str(f) for f in SOURCES], extra_cflags=list(CFLAGS), extra_ldflags=list(LDFLAGS),
                     build_directory=str(directory), is_python_module=False, verbose=verbose,
                 )
+            _import_direct(name, library)
             _state.update(ok=True, directory=str(directory))
         except Exception as exc:  # no compiler, no ninja, compile error, unwritable cache, ...
             _state.update(ok=False, error=f"{type(exc).__name__}: {str(exc).strip()[-500:]}")
@@ -98,6 +100,21 @@ def load(verbose: bool = False) -> bool:
             )
         _state["seconds"] = time.perf_counter() - start
         return bool(_state["ok"])
+
+
+#: ``linear_bm(x, values, bias, indptr, indices, group, n_in) -> y or None`` of ``csrc/python.cpp`` (a direct entry,
+#: no dispatcher: eager inference of batch-major ``SparseLinear``); None until the library is loaded.
+linear_bm = None
+
+
+def _import_direct(name: str, library: Path) -> None:
+    """Import the library's Python module (``csrc/python.cpp``, named ``name`` by the build) and publish its
+    entries here."""
+    global linear_bm
+    spec = importlib.util.spec_from_file_location(name, library)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    linear_bm = module.linear_bm
 
 
 def available() -> bool:

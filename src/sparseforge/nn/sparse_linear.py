@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from ..kernels import SparseLayout, sparse_matmul
-from ..kernels.backend import resolve_backend
+from ..kernels.backend import direct_linear, resolve_backend
 from ..kernels.batch_major import needs_grad, sparse_inference
 from ..kernels.ell import PRODUCTS
 from ..kernels.ops import COMPUTE_DTYPES, UPCAST, check_operands, linear_fm, tracing
@@ -53,7 +53,15 @@ class SparseLinear(nn.Module):
         self.register_buffer("indices", self._layout.indices, persistent=True)
         for name in self._DERIVED:
             self.register_buffer(name, getattr(self._layout, name), persistent=False)
+        self._set_direct()
         self.reset_parameters()
+
+    def _set_direct(self) -> None:
+        """The pattern's arguments of :data:`~sparseforge.kernels.native.linear_bm` (the eager inference entry
+        without the dispatcher), or None where it does not apply (block patterns, layouts off the CPU)."""
+        layout = self._layout
+        self._direct = None if layout.block > 1 or layout.indices.device.type != "cpu" else (
+            layout.indptr, layout.indices, layout.group, self.in_features)
 
     _DERIVED = ("t_indptr", "t_indices", "t_perm")
 
@@ -85,6 +93,7 @@ class SparseLinear(nn.Module):
                 ell=None if layout.ell is None else moved["indices"].view(layout.ell.shape),
                 t_ell=None if layout.t_ell is None else moved["t_indices"].view(layout.t_ell.shape),
                 group=layout.group, t_group=layout.t_group, block=layout.block)
+            self._set_direct()
         return self
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing, unexpected, errors):
@@ -116,7 +125,17 @@ class SparseLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``[..., n_in] -> [..., n_out]``. Eager float32/float64 calls run the batch-major kernels (no transposed
         copies of ``x`` or ``y``); traced calls (torch.compile, torch.export) and half-precision inputs go through
-        the registered feature-major ops."""
+        the registered feature-major ops. Eager inference on the CPU (grad mode off, or nothing requires grad) of
+        float32/float64 ``[batch, n_in]`` inputs calls the kernel directly (:data:`.native.linear_bm`: no dispatcher,
+        no autograd, nothing checked per call that the layout already guarantees)."""
+        direct = self._direct
+        if direct is not None and not tracing():
+            linear = direct_linear()
+            if linear is not None:
+                params = self._parameters
+                y = linear(x, params["weight"], params.get("bias"), *direct)
+                if y is not None:
+                    return y
         if x.dim() == 0 or x.shape[-1] != self.in_features:
             raise ValueError(f"SparseLinear: input of shape {tuple(x.shape)}; the last dimension must be "
                              f"in_features={self.in_features}")

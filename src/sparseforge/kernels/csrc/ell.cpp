@@ -25,6 +25,7 @@
 // OpenMP pool and thread count) own disjoint output ranges: no synchronisation. Vector width follows the
 // compile flags (-march=native) through GCC vector extensions; no intrinsics.
 #include <ATen/Parallel.h>
+#include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
@@ -742,7 +743,54 @@ at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const a
   return out;
 }
 
+// The eager inference entry (python.cpp): y[B, rows] = x[B, n_in] W^T (+ bias), or an undefined tensor when the
+// operands do not fit this path (the caller then takes the general one). The pattern (indptr, indices, group) is a
+// layer's, validated when its layout was built; only the sizes the kernel relies on are checked here, and nothing
+// goes through the dispatcher (cold, every dispatched call cost ~20 us of a ~100 us product at 512 -> 256 when
+// other work ran in between: the benchmark's situation, and a network's).
+template <typename T>
+at::Tensor linear_bm_run(const at::Tensor& x, const at::Tensor& values, const at::Tensor* bias, const int64_t* ip,
+                         const int64_t* id, int64_t group, int64_t rows, int64_t edges) {
+  const int64_t B = x.size(0), n = x.size(1);
+  at::Tensor y(at::detail::empty_cpu({B, rows}, x.scalar_type()));
+  if (B == 0 || rows == 0) return y;
+  Epilogue<T> ep;
+  if (bias) ep.bias = bias->data_ptr<T>();
+  with_group<SpmmBmOp, T>(group, ip, id, values.data_ptr<T>(), ep, x.data_ptr<T>(), x.stride(0), n, y.data_ptr<T>(),
+                          B, rows, edges);
+  return y;
+}
+
 }  // namespace
+
+namespace sparseforge {
+
+at::Tensor linear_bm(const at::Tensor& x, const at::Tensor& values, const at::Tensor* bias, const at::Tensor& indptr,
+                     const at::Tensor& indices, int64_t group, int64_t n_in) {
+  const at::ScalarType dtype = x.scalar_type();
+  if ((dtype != at::kFloat && dtype != at::kDouble) || x.dim() != 2 || x.size(1) != n_in || !x.device().is_cpu() ||
+      x.is_conj() || x.is_neg() || x.layout() != at::kStrided)
+    return {};
+  if (x.numel() && !((x.stride(1) == 1 || x.size(1) <= 1) && (x.stride(0) >= x.size(1) || x.size(0) <= 1)))
+    return {};  // rows not unit-stride: the general path copies
+  if (values.scalar_type() != dtype || !values.device().is_cpu() || !values.is_contiguous() ||
+      values.numel() != indices.numel())
+    return {};
+  const int64_t rows = indptr.numel() - 1;
+  if (bias && (bias->scalar_type() != dtype || !bias->device().is_cpu() || !bias->is_contiguous() ||
+               bias->dim() != 1 || bias->numel() != rows))
+    return {};
+  if (indptr.scalar_type() != at::kLong || indices.scalar_type() != at::kLong || !indptr.device().is_cpu() ||
+      !indptr.is_contiguous() || !indices.is_contiguous() || rows < 0 || !(group == 1 || group == 2 || group == 4 ||
+      group == 8) || rows % group)
+    return {};
+  const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>(), edges = indices.numel();
+  if (ip[0] != 0 || ip[rows] != edges) return {};
+  return dtype == at::kFloat ? linear_bm_run<float>(x, values, bias, ip, id, group, rows, edges)
+                             : linear_bm_run<double>(x, values, bias, ip, id, group, rows, edges);
+}
+
+}  // namespace sparseforge
 
 TORCH_LIBRARY(sparseforge, m) {
   m.def("spmm(Tensor indptr, Tensor indices, Tensor values, Tensor x, int group, Tensor? bias=None, float? lo=None, float? hi=None, Tensor? perm=None, int tile=-1) -> Tensor");
