@@ -91,8 +91,9 @@ def test_with_grad_takes_autograd_and_without_takes_direct(batch, bias, monkeypa
 
     monkeypatch.setattr(native, "linear_bm", spy)
     x = torch.randn(batch, 40, requires_grad=True)
-    y = layer(x)  # grad mode on, x and the parameters require grad: the autograd path
-    assert calls == [False] and y.grad_fn is not None
+    y = layer(x)  # grad mode on, x and the parameters require grad: the entry declines, autograd records the
+    # product, and its forward (grad mode off in there) computes it through the entry
+    assert calls == [False, True] and y.grad_fn is not None
     g = torch.randn_like(y)
     y.backward(g)
     w, b = dense64(layer)
@@ -186,3 +187,34 @@ def test_moved_and_converted_layers_keep_it_right():
         torch.testing.assert_close(layer(x), reference(layer, x), rtol=1e-12, atol=1e-12)
         layer.weight = torch.nn.Parameter(torch.randn_like(layer.weight))  # a replaced parameter is read per call
         torch.testing.assert_close(layer(x), reference(layer, x), rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_several_batch_tiles_on_one_and_two_threads(threads, dtype):
+    """Batches over several tiles of the batch-major kernel (one thread packs and uses one tile at a time, several
+    threads pack all tiles first), the last tile partial; forward (direct) and the training step (autograd)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        torch.manual_seed(threads)
+        for pattern, batch in ((structured(512, 256, 26, seed=4), 130), (grouped(64, 64, 8, group=4, seed=3), 37),
+                               (random_uniform(37, 29, density=0.2, seed=2), 50)):
+            layer = SparseLinear(pattern, dtype=dtype)
+            x = torch.randn(batch, pattern.n_in, dtype=dtype, requires_grad=True)
+            tol = 1e-12 if dtype == torch.float64 else 1e-5
+            with torch.no_grad():
+                torch.testing.assert_close(layer(x).double(), reference(layer, x), rtol=tol, atol=tol)
+            y = layer(x)
+            g = torch.randn_like(y)
+            y.backward(g)
+            w, b = dense64(layer)
+            w.requires_grad_()
+            x64 = x.detach().double().requires_grad_()
+            (x64 @ w.t() + b).backward(g.double())
+            torch.testing.assert_close(y.double(), reference(layer, x), rtol=tol, atol=tol)
+            torch.testing.assert_close(x.grad.double(), x64.grad, rtol=tol, atol=tol)
+            rows, cols = torch.as_tensor(np.array(pattern.rows)), torch.as_tensor(np.array(pattern.indices))
+            torch.testing.assert_close(layer.weight.grad.double().reshape(-1), w.grad[rows, cols], rtol=tol, atol=tol)
+    finally:
+        torch.set_num_threads(before)

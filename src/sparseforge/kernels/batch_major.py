@@ -32,6 +32,9 @@ PRODUCTS_BM = {"stock": (stock_spmm_bm, stock_sddmm_bm), "native": (native.spmm_
                "triton": (triton_ell.spmm_bm, triton_ell.sddmm_bm)}
 
 
+_NATIVE = PRODUCTS_BM["native"]
+
+
 class BatchMajorProduct(torch.autograd.Function):
     """``y = x W^T (+ bias)`` for ``x[batch, n_in]`` and the sparse ``W`` of ``(layout, values)``; the bias is
     added inside the product. The backend is chosen at forward time and kept for the backward pass."""
@@ -41,10 +44,14 @@ class BatchMajorProduct(torch.autograd.Function):
                 layout: SparseLayout) -> torch.Tensor:
         flat_values = values.reshape(-1)
         ctx.layout = layout
-        ctx.products = PRODUCTS_BM[resolve_backend(x.device, x.dtype)]
+        ctx.products = products = PRODUCTS_BM[resolve_backend(x.device, x.dtype)]
         ctx.save_for_backward(x, flat_values)
         ctx.values_shape = values.shape
-        return ctx.products[0](layout, flat_values, x, bias=None if bias is None else bias.contiguous())
+        if products is _NATIVE and layout.block == 1:  # grad mode is off in here: the direct entry applies
+            y = native.linear_bm(x, values, bias, layout.indptr, layout.indices, layout.group, layout.n_in)
+            if y is not None:
+                return y
+        return products[0](layout, flat_values, x, bias=None if bias is None else bias.contiguous())
 
     @staticmethod
     def backward(ctx, grad_y: torch.Tensor):
@@ -67,10 +74,19 @@ def sparse_matmul(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout,
 
     ``values`` holds one entry per edge in CSR order, shaped ``[edges]`` or ``[n_out, d_in]``.
     """
+    _check_bm(x, values, layout, bias)
+    return BatchMajorProduct.apply(x, values, bias, layout)
+
+
+def _check_bm(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout, bias: torch.Tensor | None) -> None:
+    """Raise ValueError unless ``x[batch, n_in]``, ``values`` and ``bias`` fit ``layout``; the full check (with
+    its precise message, on a transposed view) runs only when the cheap one fails."""
     if x.dim() != 2 or x.shape[1] != layout.n_in:
         raise ValueError(f"x must be [batch, n_in={layout.n_in}], got {tuple(x.shape)}")
-    check_operands(x.t(), values, layout, bias)
-    return BatchMajorProduct.apply(x, values, bias, layout)
+    if not (x.dtype is values.dtype and x.device == values.device and values.numel() == layout.edges
+            and (bias is None or (bias.shape[0] == layout.n_out and bias.dim() == 1 and bias.dtype is x.dtype))
+            and x.device == layout.indices.device):
+        check_operands(x.t(), values, layout, bias)
 
 
 def needs_grad(*tensors: torch.Tensor | None) -> bool:
@@ -88,13 +104,9 @@ def sparse_inference(x: torch.Tensor, values: torch.Tensor, layout: SparseLayout
     call is ~3-4 us (``sparseforge bench latency`` shows it on a pruned LeNet). float32/float64 only (half
     precision goes through :func:`sparse_matmul`).
     """
-    if x.dim() != 2 or x.shape[1] != layout.n_in:
-        raise ValueError(f"x must be [batch, n_in={layout.n_in}], got {tuple(x.shape)}")
-    if not (x.dtype is values.dtype and x.dtype in COMPUTE_DTYPES and x.device == values.device
-            and values.numel() == layout.edges and (bias is None or bias.shape[0] == layout.n_out)):
-        check_operands(x.t(), values, layout, bias)  # raises the precise error
-        if x.dtype not in COMPUTE_DTYPES:
-            raise ValueError(f"sparse_inference computes float32/float64, got {x.dtype}; use sparse_matmul")
+    _check_bm(x, values, layout, bias)
+    if x.dtype not in COMPUTE_DTYPES:
+        raise ValueError(f"sparse_inference computes float32/float64, got {x.dtype}; use sparse_matmul")
     if clamp is not None and not (len(clamp) == 2 and clamp[0] <= clamp[1]):
         raise ValueError(f"clamp must be (lo, hi) with lo <= hi, got {clamp!r}")
     if torch.is_grad_enabled():  # called directly with tensors that require grad: the result has no history
