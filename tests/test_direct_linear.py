@@ -218,3 +218,16 @@ def test_several_batch_tiles_on_one_and_two_threads(threads, dtype):
             torch.testing.assert_close(layer.weight.grad.double().reshape(-1), w.grad[rows, cols], rtol=tol, atol=tol)
     finally:
         torch.set_num_threads(before)
+
+
+def test_a_library_without_the_module_leaves_the_entry_unset(monkeypatch):
+    """Built without Python's headers, python.cpp compiles to nothing: importing the library as a module fails and
+    the entry stays None (the ops and the general path still work)."""
+    from pathlib import Path
+
+    libs = sorted((Path(torch.__file__).parent / "lib").glob("libc10.so*"))
+    assert libs, "torch ships libc10"
+    sentinel = object()
+    monkeypatch.setattr(native, "linear_bm", sentinel)
+    native._import_direct("sparseforge_no_such_module", libs[0])
+    assert native.linear_bm is sentinel

@@ -112,8 +112,11 @@ def _import_direct(name: str, library: Path) -> None:
     entries here."""
     global linear_bm
     spec = importlib.util.spec_from_file_location(name, library)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
+    try:
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except ImportError:  # built without Python's headers: no module in the library, the general path runs
+        return
     linear_bm = module.linear_bm
 
 
