@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..topology import NetworkTopology, Pattern
+from ..topology import NetworkTopology, Pattern, resolve_out_degrees
 from .sparse_linear import SparseLinear
 
 
@@ -76,6 +77,14 @@ class SparseMLP(nn.Module):
     def num_parameters(self) -> int:
         """Trainable values actually stored (edges + biases)."""
         return sum(layer.num_parameters() for layer in self.layers)
+
+    @staticmethod
+    def parameter_count(sizes: Sequence[int], *, bias: bool = True, **degrees: Any) -> int:
+        """:meth:`num_parameters` of ``SparseMLP(design(sizes, **degrees), bias)`` without designing the
+        pattern: ``sum(N_i * d_out_i) + biases``, the degrees resolved as :func:`~sparseforge.topology.design`
+        resolves them (``degrees``: one of ``fan_out``, ``fan_in``, ``density``)."""
+        d_outs = resolve_out_degrees(sizes, **degrees)
+        return sum(int(n) * d + (int(m) if bias else 0) for n, m, d in zip(sizes[:-1], sizes[1:], d_outs))
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs per sample (2 per connection, plus biases; ReLU not counted)."""

@@ -12,6 +12,7 @@ pruner can stop clearly bad trials (:class:`ReportCallback`).
 
 from __future__ import annotations
 
+import json
 import math
 import time
 from dataclasses import replace
@@ -23,7 +24,7 @@ import torch
 from torch import nn
 
 from ..data import DataSplits
-from ..nn.zoo import build_model as build_zoo_model
+from ..nn.zoo import build_model as build_zoo_model, parameter_count
 from ..train import Callback, TrainState, count_parameters, fit
 from .space import MODEL_KEYS, SearchSpec
 
@@ -45,9 +46,38 @@ def build_model(spec: SearchSpec, config: dict[str, Any], data: DataSplits, seed
     """The network of a full configuration (see :data:`sparseforge.search.space.MODEL_KEYS`);
     initialised from ``torch.manual_seed(seed)``; the pattern uses ``seed`` too."""
     torch.manual_seed(seed)
+    return build_zoo_model(spec.model, data.sample_shape, data.n_classes, family=spec.family, seed=seed,
+                           **_model_options(spec, config))
+
+
+def _model_options(spec: SearchSpec, config: dict[str, Any]) -> dict[str, Any]:
+    """The model builder's options in a full configuration (list lengths are implied by the lists)."""
     keys = [k for k in MODEL_KEYS[spec.model] if k not in ("hidden_layers", "conv_layers", "fc_layers")]
-    opts = {k: config[k] for k in keys if k in config}
-    return build_zoo_model(spec.model, data.sample_shape, data.n_classes, family=spec.family, seed=seed, **opts)
+    return {k: config[k] for k in keys if k in config}
+
+
+def complexity_floor(spec: SearchSpec, data: DataSplits | None,
+                     reference: float) -> Callable[[dict[str, Any]], float] | None:
+    """The least value the objective can take at a full configuration, known before training it: with
+    ``f_c`` = parameters / ``reference`` and ``f_p >= 0``, a network's value is at least
+    ``objective_value(0, f_c)`` (``log10(w_c f_c)`` with ``objective.log10``). A network whose floor is
+    not below the best value seen cannot become the best trial, whatever it learns, so a sampler need not
+    train it. None where ``f_c`` is not known in advance (``complexity: time``, a synthetic benchmark) or
+    ``w_c = 0``. The returned function caches by network (~0.5 ms per new one, no weights built)."""
+    o = spec.objective
+    if spec.model == "synthetic" or o.complexity != "params" or o.w_c <= 0 or data is None:
+        return None
+    cache: dict[str, float] = {}
+
+    def floor(config: dict[str, Any]) -> float:
+        opts = _model_options(spec, config)
+        key = json.dumps(opts, sort_keys=True, default=str)
+        if key not in cache:
+            n = parameter_count(spec.model, data.sample_shape, data.n_classes, family=spec.family, **opts)
+            cache[key] = objective_value(0.0, n / reference, o.w_c, o.log10)
+        return cache[key]
+
+    return floor
 
 
 def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:

@@ -54,7 +54,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ..data import DataSplits
-from .objective import load_search_data, reference_complexity, train_trial
+from .objective import complexity_floor, load_search_data, reference_complexity, train_trial
 from .sampler import GPEISampler, make_sampler
 from .space import SearchSpec, StageSpace
 
@@ -463,6 +463,7 @@ def run_worker(
     rank = os.getpid() if worker_rank is None else worker_rank
     report = WorkerReport()
     ident = worker_identity()
+    floor = complexity_floor(spec, data, search.reference) if spec.sampler.name == "gp" else None
     ran = 0
     try:
         for index in range(spec.n_stages):
@@ -473,7 +474,8 @@ def run_worker(
             s = spec.sampler
             prior = stage_prior(search, index, fixed) if s.name == "gp" else ()
             sampler = make_sampler(s.name, stage, fixed, n_initial=s.n_initial, candidates=s.candidates,
-                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank), prior=prior)
+                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank), prior=prior,
+                                   floor=floor)
             study = search.stage_study(index, sampler=sampler, pruner=_pruner(spec))
             study.set_user_attr("fixed", fixed)
             while True:
