@@ -1,14 +1,15 @@
 """The seed's trade-off (seed 003): the networks chosen by two searches at different w_c, side by side.
 
-    sparseforge search run cnn-fashion --run-dir runs/wc --study wc0.1 --w-c 0.1
-    sparseforge search run cnn-fashion --run-dir runs/wc --study wc1 --w-c 1
-    .venv/bin/python benchmarks/search_tradeoff.py runs/wc wc0.1 wc1 --out docs
+    for s in 0 1 2 3 4; do for w in 0.1 1; do
+        sparseforge search run cnn-fashion --run-dir runs/wc --study wc$w-s$s --w-c $w --seed $s --quiet
+    done; done
+    .venv/bin/python benchmarks/search_tradeoff.py runs/wc wc{0.1,1}-s{0,1,2,3,4} --out docs
 
 For each search: the best trial's validation and test accuracy and parameters (from the search), and its
 training time per epoch re-measured here on the search's data with 1 thread, as thread CPU time (robust to
-other load on the machine; the median of ``--repeats`` epochs). Writes ``search_wc.md`` (the table) and
-``search_wc.png`` (validation accuracy against parameters of every trial of both searches, the chosen
-networks starred).
+other load on the machine; the median of ``--repeats`` epochs). Writes ``search_wc.md`` (a row per
+search, then per w_c the mean best f and accuracies and the median parameters and time), ``search_wc.csv``
+and ``search_wc.png`` (validation accuracy against parameters of every trial, the chosen networks starred).
 """
 
 from __future__ import annotations
@@ -58,20 +59,31 @@ def main() -> None:
                          test_acc=best["test_acc"], params=best["params"], epoch_cpu_s=t,
                          trials=len([r for r in trial_rows(search) if r["state"] == "COMPLETE"])))
         points[name] = ([r for r in trial_rows(search) if r["state"] == "COMPLETE"], best)
-    lines = ["| w_c | trials | best f | val acc | test acc | parameters | train CPU s / epoch (1 thread) |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+    head = "| {} | trials | best f | val acc | test acc | parameters | train CPU s / epoch (1 thread) |"
+    lines = [head.format("search"), "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        lines.append(f"| {r['w_c']:g} | {r['trials']} | {r['f']:.4f} | {100 * r['val_acc']:.1f}% | "
+        lines.append(f"| {r['study']} (w_c {r['w_c']:g}) | {r['trials']} | {r['f']:.4f} | {100 * r['val_acc']:.1f}% | "
                      f"{100 * r['test_acc']:.1f}% | {r['params']:,} | {r['epoch_cpu_s']:.2f} |")
+    by_wc = {w: [r for r in rows if r["w_c"] == w] for w in sorted({r["w_c"] for r in rows})}
+    lines += ["", head.format("w_c (searches)"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    for w, rs in by_wc.items():
+        mean = {k: statistics.fmean(r[k] for r in rs) for k in ("f", "val_acc", "test_acc")}
+        med = {k: statistics.median(r[k] for r in rs) for k in ("params", "epoch_cpu_s")}
+        lines.append(f"| {w:g} ({len(rs)}) | {rs[0]['trials']} each | mean {mean['f']:.4f} | mean "
+                     f"{100 * mean['val_acc']:.1f}% | mean {100 * mean['test_acc']:.1f}% | median "
+                     f"{med['params']:,.0f} | median {med['epoch_cpu_s']:.2f} |")
     out = Path(a.out)
     io.write_text(out / "search_wc.md", "\n".join(lines) + "\n")
     io.write_csv(out / "search_wc.csv", rows)
     fig, ax = subplots(figsize=(6.5, 4.2))
-    for (name, (trs, best)), r in zip(points.items(), rows):
-        sc = ax.scatter([t["params"] for t in trs], [100 * t["val_acc"] for t in trs], s=18, alpha=0.6,
-                        label=f"w_c = {r['w_c']:g}: all trials")
-        ax.scatter([best["params"]], [100 * best["val_acc"]], marker="*", s=260, color=sc.get_facecolor()[0],
-                   edgecolors="k", zorder=5, label=f"w_c = {r['w_c']:g}: chosen ({r['epoch_cpu_s']:.2f} s/epoch)")
+    for i, (w, rs) in enumerate(by_wc.items()):
+        trs = [t for r in rs for t in points[r["study"]][0]]
+        color = f"C{i}"
+        ax.scatter([t["params"] for t in trs], [100 * t["val_acc"] for t in trs], s=14, alpha=0.35, color=color,
+                   label=f"w_c = {w:g}: all trials ({len(rs)} searches)")
+        ax.scatter([points[r["study"]][1]["params"] for r in rs], [100 * points[r["study"]][1]["val_acc"] for r in rs],
+                   marker="*", s=220, color=color, edgecolors="k", zorder=5,
+                   label=f"w_c = {w:g}: chosen (median {statistics.median(r['epoch_cpu_s'] for r in rs):.2f} s/epoch)")
     ax.set_xscale("log")
     ax.set_xlabel("parameters")
     ax.set_ylabel("best validation accuracy (%)")

@@ -403,14 +403,19 @@ def test_convnet_and_cnn_space_build(digits):
     assert model(digits.train.x[:4]).shape == (4, 10)
 
 
-def test_parameter_count_without_building_equals_the_built_models_count():
-    """zoo.parameter_count (what the search's floor uses: no pattern, no classifier weights) equals
-    count_parameters of the model build_model builds, over random CNN and MLP configurations (every
-    downsampling, kernel, group, BN and density combination the search spaces reach) and a fixed model."""
+def test_model_cost_without_building_equals_the_built_models_counts():
+    """zoo.model_cost (what the search's floor uses: no pattern, no classifier weights) equals
+    count_parameters and count_flops of the model build_model builds, over random CNN and MLP
+    configurations (every downsampling, kernel, group, BN and density combination the search spaces
+    reach) and a fixed model."""
     import random
 
-    from sparseforge.nn.zoo import build_model, parameter_count
-    from sparseforge.train import count_parameters
+    from sparseforge.nn.zoo import build_model, model_cost
+    from sparseforge.train import count_flops, count_parameters
+
+    def counts(name, shape, **opts):
+        model = build_model(name, shape, 10, **opts)
+        return count_parameters(model), count_flops(model)
 
     rng = random.Random(0)
     for _ in range(40):
@@ -421,17 +426,15 @@ def test_parameter_count_without_building_equals_the_built_models_count():
                     batch_norm=rng.random() < 0.5, groups=rng.choice([1, 2, 4]),
                     fc_width=[rng.choice([16, 32, 48]) for _ in range(n_fc)],
                     density=[rng.uniform(0.05, 1.0) for _ in range(n_fc + 1)])
-        want = count_parameters(build_model("cnn", (1, 12, 12), 10, **opts))
-        assert parameter_count("cnn", (1, 12, 12), 10, **opts) == want, opts
+        assert model_cost("cnn", (1, 12, 12), 10, **opts) == counts("cnn", (1, 12, 12), **opts), opts
     for _ in range(20):
         n_fc = rng.randint(0, 3)
         opts = dict(width=[rng.choice([16, 100, 300]) for _ in range(n_fc)],
                     density=[rng.uniform(0.01, 1.0) for _ in range(n_fc + 1)])
-        want = count_parameters(build_model("mlp", (784,), 10, **opts))
-        assert parameter_count("mlp", (784,), 10, **opts) == want, opts
-    assert parameter_count("lenet5", (1, 28, 28), 10) == count_parameters(build_model("lenet5", (1, 28, 28), 10))
+        assert model_cost("mlp", (784,), 10, **opts) == counts("mlp", (784,), **opts), opts
+    assert model_cost("lenet5", (1, 28, 28), 10)[0] == counts("lenet5", (1, 28, 28))[0]
     with pytest.raises(ValueError, match="not all allowed"):
-        parameter_count("cnn", (1, 12, 12), 10, width=[3])
+        model_cost("cnn", (1, 12, 12), 10, width=[3])
 
 
 def test_complexity_floor_is_the_trained_networks_value_without_its_error(digits):
@@ -439,15 +442,18 @@ def test_complexity_floor_is_the_trained_networks_value_without_its_error(digits
     never above the trial's value; None where f_c is not known before training."""
     from sparseforge.search.objective import complexity_floor, objective_value, reference_complexity, train_trial
 
-    sp = parse_spec(TINY)
-    ref = reference_complexity(sp, digits)
-    floor = complexity_floor(sp, digits, ref)
-    for cfg in ({"hidden_layers": 1, "width": [8], "density": [0.5, 1.0]},
-                {"hidden_layers": 2, "width": [32, 16], "density": [1.0, 0.25, 1.0]}):
-        config = sp.complete(cfg)
-        res = train_trial(sp, config, digits, seed=0, reference=ref)
-        assert floor(config) == pytest.approx(objective_value(0.0, res["f_c"], sp.objective.w_c, True), rel=1e-12)
-        assert floor(config) < res["value"]
+    for kind in ("params", "flops"):
+        sp = parse_spec({**TINY, "objective": {**TINY["objective"], "complexity": kind}})
+        ref = reference_complexity(sp, digits)
+        floor = complexity_floor(sp, digits, ref)
+        for cfg in ({"hidden_layers": 1, "width": [8], "density": [0.5, 1.0]},
+                    {"hidden_layers": 2, "width": [32, 16], "density": [1.0, 0.25, 1.0]}):
+            config = sp.complete(cfg)
+            res = train_trial(sp, config, digits, seed=0, reference=ref)
+            want = res["params"] if kind == "params" else res["flops_per_sample"]
+            assert res["f_c"] == pytest.approx(want / ref, rel=1e-12)
+            assert floor(config) == pytest.approx(objective_value(0.0, res["f_c"], sp.objective.w_c, True), rel=1e-12)
+            assert floor(config) < res["value"]
     timed = parse_spec({**TINY, "objective": {**TINY["objective"], "complexity": "time"}})
     assert complexity_floor(timed, digits, 1.0) is None
     assert complexity_floor(parse_spec({**TINY, "objective": {**TINY["objective"], "w_c": 0.0}}), digits, 1.0) is None

@@ -100,6 +100,8 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, help="epochs per trial (overrides train.epochs)"),
         w_c: Optional[float] = typer.Option(None, "--w-c", help="weight of complexity in f = f_p + w_c f_c "
                                             "(overrides objective.w_c)"),
+        complexity: Optional[str] = typer.Option(None, help="f_c: params, flops or time (per epoch, measured) "
+                                                 "relative to the reference net (overrides objective.complexity)"),
         quiet: bool = typer.Option(False, help="no line per trial"),
     ) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
@@ -111,8 +113,9 @@ def register(app: typer.Typer) -> None:
             over["data"] = {"limit": limit}
         if epochs is not None:
             over["train"] = {"epochs": epochs}
-        if w_c is not None:
-            over["objective"] = {"w_c": w_c}
+        objective = {k: v for k, v in (("w_c", w_c), ("complexity", complexity)) if v is not None}
+        if objective:
+            over["objective"] = objective
         spec = load_spec(config, over)
         sm = run_search(spec, run_dir, storage=_journal(storage), study=study, workers=workers, on_trial=_trial_printer(quiet))
         out.print(_summary_table(sm))

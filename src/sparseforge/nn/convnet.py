@@ -122,19 +122,19 @@ class ConvNet(nn.Module):
         return conv + self.classifier.num_parameters()
 
     @staticmethod
-    def parameter_count(in_shape: Sequence[int], n_classes: int, channels: Sequence[int], *,
-                        kernels: Sequence[int] | int = 3, downsample: Sequence[str] | str = "pool",
-                        padding: Sequence[str] | str = "same", batch_norm: bool = False, groups: int = 1,
-                        hidden: Sequence[int] = (), density: Sequence[float] | float | None = 1.0,
-                        fan_out: Sequence[int] | None = None, family: str = "structured", seed: int = 0) -> int:
-        """:meth:`num_parameters` of the ConvNet these arguments build, without building its classifier
-        (no pattern, no weights: ~0.5 ms where building a large classifier takes ~0.5 s); ``family`` and
-        ``seed`` do not change it (every family realises the same degrees)."""
-        layers, shape, _ = conv_features(in_shape, channels, kernels, downsample, padding, batch_norm, groups)
+    def cost(in_shape: Sequence[int], n_classes: int, channels: Sequence[int], *,
+             kernels: Sequence[int] | int = 3, downsample: Sequence[str] | str = "pool",
+             padding: Sequence[str] | str = "same", batch_norm: bool = False, groups: int = 1,
+             hidden: Sequence[int] = (), density: Sequence[float] | float | None = 1.0,
+             fan_out: Sequence[int] | None = None, family: str = "structured", seed: int = 0) -> tuple[int, int]:
+        """``(num_parameters(), flops_per_sample())`` of the ConvNet these arguments build, without
+        building its classifier (no pattern, no weights: ~0.5 ms where building a large classifier takes
+        ~0.5 s); ``family`` and ``seed`` do not change them (every family realises the same degrees)."""
+        layers, shape, flops = conv_features(in_shape, channels, kernels, downsample, padding, batch_norm, groups)
         conv = sum(p.numel() for m in layers for p in m.parameters())
         sizes = classifier_sizes(shape, hidden, n_classes)
-        return conv + SparseMLP.parameter_count(sizes, density=None if fan_out is not None else density,
-                                                fan_out=fan_out)
+        c_params, c_flops = SparseMLP.cost(sizes, density=None if fan_out is not None else density, fan_out=fan_out)
+        return conv + c_params, flops + c_flops
 
     @property
     def conv_flops(self) -> int:

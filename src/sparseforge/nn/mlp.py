@@ -79,12 +79,15 @@ class SparseMLP(nn.Module):
         return sum(layer.num_parameters() for layer in self.layers)
 
     @staticmethod
-    def parameter_count(sizes: Sequence[int], *, bias: bool = True, **degrees: Any) -> int:
-        """:meth:`num_parameters` of ``SparseMLP(design(sizes, **degrees), bias)`` without designing the
-        pattern: ``sum(N_i * d_out_i) + biases``, the degrees resolved as :func:`~sparseforge.topology.design`
-        resolves them (``degrees``: one of ``fan_out``, ``fan_in``, ``density``)."""
+    def cost(sizes: Sequence[int], *, bias: bool = True, **degrees: Any) -> tuple[int, int]:
+        """``(num_parameters(), flops_per_sample())`` of ``SparseMLP(design(sizes, **degrees), bias)``
+        without designing the pattern: ``E + biases`` and ``2 E + biases`` with ``E = sum(N_i d_out_i)``
+        edges, the degrees resolved as :func:`~sparseforge.topology.design` resolves them (``degrees``: one
+        of ``fan_out``, ``fan_in``, ``density``)."""
         d_outs = resolve_out_degrees(sizes, **degrees)
-        return sum(int(n) * d + (int(m) if bias else 0) for n, m, d in zip(sizes[:-1], sizes[1:], d_outs))
+        edges = sum(int(n) * d for n, d in zip(sizes[:-1], d_outs))
+        biases = sum(int(m) for m in sizes[1:]) if bias else 0
+        return edges + biases, 2 * edges + biases
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs per sample (2 per connection, plus biases; ReLU not counted)."""

@@ -20,7 +20,7 @@ from .mlp import SparseMLP
 from .models import lenet5, lenet_300_100
 from .resnet import resnet20
 
-__all__ = ["MODELS", "build_model", "parameter_count"]
+__all__ = ["MODELS", "build_model", "model_cost"]
 
 
 def _image(name: str, shape: tuple[int, ...], min_side: int = 1) -> tuple[int, int]:
@@ -108,14 +108,16 @@ def build_model(name: str, sample_shape: Sequence[int], n_classes: int, **option
     return _call(name, MODELS[name], sample_shape, n_classes, options)
 
 
-def parameter_count(name: str, sample_shape: Sequence[int], n_classes: int, **options: Any) -> int:
-    """The stored trainable values of ``build_model(name, sample_shape, n_classes, **options)`` (edges,
-    not the zeros of a dense view), for ``mlp`` and ``cnn`` without building weights or patterns (~1 ms;
-    what a search needs to know of a candidate before training it); other models are built and counted."""
+def model_cost(name: str, sample_shape: Sequence[int], n_classes: int, **options: Any) -> tuple[int, int | None]:
+    """``(stored trainable values, forward FLOPs per sample)`` of ``build_model(name, sample_shape,
+    n_classes, **options)`` (edges, not the zeros of a dense view; FLOPs None where the model cannot
+    tell), for ``mlp`` and ``cnn`` without building weights or patterns (~0.5 ms: what a search knows of a
+    candidate before training it); other models are built and counted."""
     if name == "mlp":
         args = _call(name, _mlp_args, sample_shape, n_classes, options)
-        return SparseMLP.parameter_count(args["sizes"], density=args["density"])
+        return SparseMLP.cost(args["sizes"], density=args["density"])
     if name == "cnn":
-        return ConvNet.parameter_count(**_call(name, _cnn_args, sample_shape, n_classes, options))
-    return sum(p.numel() for p in build_model(name, sample_shape, n_classes, **options).parameters()
-               if p.requires_grad)
+        return ConvNet.cost(**_call(name, _cnn_args, sample_shape, n_classes, options))
+    model = build_model(name, sample_shape, n_classes, **options)
+    flops = getattr(model, "flops_per_sample", None)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), flops() if callable(flops) else None

@@ -3,7 +3,9 @@
 * ``f_p = 1 - best validation accuracy`` over the trial's epochs;
 * ``f_c`` = complexity / complexity of the reference network (the search's defaults, updated by
   ``objective.reference``): stored trainable values (``"params"``: edges + biases, so pre-defined
-  sparsity counts), or mean training time per epoch (``"time"``, measured; noisy on shared machines);
+  sparsity counts), forward FLOPs per sample (``"flops"``: 2 per multiply-add of the convolutions and of
+  the classifier's edges; a machine-independent stand-in for the seed's time, known before training), or
+  mean training time per epoch (``"time"``, the seed's measure; measured, so noisy on shared machines);
 * the value minimised is ``log10(f)`` with ``objective.log10`` (Deep-n-Cheap's choice), else ``f``.
 
 Training uses :func:`sparseforge.train.fit` with a callback that reports f after every epoch, so a
@@ -24,8 +26,8 @@ import torch
 from torch import nn
 
 from ..data import DataSplits
-from ..nn.zoo import build_model as build_zoo_model, parameter_count
-from ..train import Callback, TrainState, count_parameters, fit
+from ..nn.zoo import build_model as build_zoo_model, model_cost
+from ..train import Callback, TrainState, count_flops, count_parameters, fit
 from .space import MODEL_KEYS, SearchSpec
 
 
@@ -59,13 +61,13 @@ def _model_options(spec: SearchSpec, config: dict[str, Any]) -> dict[str, Any]:
 def complexity_floor(spec: SearchSpec, data: DataSplits | None,
                      reference: float) -> Callable[[dict[str, Any]], float] | None:
     """The least value the objective can take at a full configuration, known before training it: with
-    ``f_c`` = parameters / ``reference`` and ``f_p >= 0``, a network's value is at least
+    ``f_c`` = parameters (or FLOPs) / ``reference`` and ``f_p >= 0``, a network's value is at least
     ``objective_value(0, f_c)`` (``log10(w_c f_c)`` with ``objective.log10``). A network whose floor is
     not below the best value seen cannot become the best trial, whatever it learns, so a sampler need not
     train it. None where ``f_c`` is not known in advance (``complexity: time``, a synthetic benchmark) or
     ``w_c = 0``. The returned function caches by network (~0.5 ms per new one, no weights built)."""
     o = spec.objective
-    if spec.model == "synthetic" or o.complexity != "params" or o.w_c <= 0 or data is None:
+    if spec.model == "synthetic" or o.complexity == "time" or o.w_c <= 0 or data is None:
         return None
     cache: dict[str, float] = {}
 
@@ -73,7 +75,8 @@ def complexity_floor(spec: SearchSpec, data: DataSplits | None,
         opts = _model_options(spec, config)
         key = json.dumps(opts, sort_keys=True, default=str)
         if key not in cache:
-            n = parameter_count(spec.model, data.sample_shape, data.n_classes, family=spec.family, **opts)
+            params, flops = model_cost(spec.model, data.sample_shape, data.n_classes, family=spec.family, **opts)
+            n = params if o.complexity == "params" else flops
             cache[key] = objective_value(0.0, n / reference, o.w_c, o.log10)
         return cache[key]
 
@@ -81,14 +84,16 @@ def complexity_floor(spec: SearchSpec, data: DataSplits | None,
 
 
 def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
-    """Complexity of the reference network: its parameter count, or (``"time"``) its measured training
-    time per epoch (one epoch of :func:`fit`); 1 for a synthetic benchmark."""
+    """Complexity of the reference network: its parameter count, its FLOPs per sample, or (``"time"``)
+    its measured training time per epoch (one epoch of :func:`fit`); 1 for a synthetic benchmark."""
     if spec.model == "synthetic":
         return 1.0
     cfg = spec.reference_config()
     model = build_model(spec, cfg, data, seed=0)
     if spec.objective.complexity == "params":
         return float(count_parameters(model))
+    if spec.objective.complexity == "flops":
+        return float(count_flops(model))
     tc = spec.train_config(cfg, seed=0)
     state = fit(model, data, replace(tc, epochs=1), progress=False)
     return float(state.history[-1]["epoch_time_s"])
@@ -102,9 +107,12 @@ class ReportCallback(Callback):
         self.spec, self.reference, self.report = spec, reference, report
         self.best_val = 0.0
 
-    def f_c(self, history: Sequence[dict], params: int) -> float:
-        if self.spec.objective.complexity == "params":
-            return params / self.reference
+    def f_c(self, history: Sequence[dict]) -> float:
+        """Normalised complexity after the epochs of ``history`` (metrics with ``params``,
+        ``flops_per_sample`` and ``epoch_time_s``)."""
+        kind = self.spec.objective.complexity
+        if kind in ("params", "flops"):
+            return history[-1]["params" if kind == "params" else "flops_per_sample"] / self.reference
         times = [h["epoch_time_s"] for h in history]
         return (sum(times) / len(times)) / self.reference
 
@@ -115,7 +123,7 @@ class ReportCallback(Callback):
         m = state.metrics
         if m["val_acc"] == m["val_acc"]:  # not NaN
             self.best_val = max(self.best_val, float(m["val_acc"]))
-        f_c = self.f_c([*state.history, m], int(m["params"]))
+        f_c = self.f_c([*state.history, m])
         o = self.spec.objective
         value = objective_value(1 - self.best_val, f_c, o.w_c, o.log10)
         m["search_f_c"], m["search_value"] = f_c, value
@@ -180,7 +188,7 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits | Non
     hist = state.history
     best_val = max(h["val_acc"] for h in hist)
     params = count_parameters(model)
-    f_c = cb.f_c(hist, params)
+    f_c = cb.f_c(hist)
     o = spec.objective
     topo = getattr(model, "topology", None) or getattr(getattr(model, "classifier", None), "topology", None)
     return dict(
