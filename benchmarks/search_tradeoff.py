@@ -26,19 +26,21 @@ from sparseforge import io
 from sparseforge.runs.plots import save_figure, subplots
 from sparseforge.search import default_storage, load_search, summary, trial_rows
 from sparseforge.search.objective import build_model, load_search_data
-from sparseforge.train import fit
+from sparseforge.train import count_flops, fit
 
 
-def epoch_cpu_s(search, config: dict, data, repeats: int) -> float:
-    """Median thread CPU seconds of one training epoch of ``config`` (1 thread)."""
+def epoch_cpu_s(search, config: dict, data, repeats: int) -> tuple[float, int]:
+    """Median thread CPU seconds of one training epoch of ``config`` (1 thread), and its forward FLOPs
+    per sample."""
     times = []
     for r in range(repeats):
         model = build_model(search.spec, config, data, seed=r)
+        flops = count_flops(model)
         tc = search.spec.train_config(config, seed=r)
         t0 = time.thread_time()
         fit(model, data, replace(tc, epochs=1))
         times.append(time.thread_time() - t0)
-    return statistics.median(times)
+    return statistics.median(times), flops
 
 
 def main() -> None:
@@ -54,24 +56,29 @@ def main() -> None:
         search = load_search(default_storage(a.run_dir), name, wait_s=0)
         best = summary(search)["best"]
         data = load_search_data(search.spec)
-        t = epoch_cpu_s(search, best["config"], data, a.repeats)
-        rows.append(dict(study=name, w_c=search.spec.objective.w_c, f=best["f"], val_acc=best["val_acc"],
-                         test_acc=best["test_acc"], params=best["params"], epoch_cpu_s=t,
+        t, flops = epoch_cpu_s(search, best["config"], data, a.repeats)
+        rows.append(dict(study=name, w_c=search.spec.objective.w_c, f_c=search.spec.objective.complexity,
+                         f=best["f"], val_acc=best["val_acc"], test_acc=best["test_acc"], params=best["params"],
+                         mflops=flops / 1e6, batch_size=best["config"].get("batch_size"), epoch_cpu_s=t,
                          trials=len([r for r in trial_rows(search) if r["state"] == "COMPLETE"])))
         points[name] = ([r for r in trial_rows(search) if r["state"] == "COMPLETE"], best)
-    head = "| {} | trials | best f | val acc | test acc | parameters | train CPU s / epoch (1 thread) |"
-    lines = [head.format("search"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    head = ("| {} | trials | best f | val acc | test acc | parameters | MFLOPs / sample | batch | "
+            "train CPU s / epoch (1 thread) |")
+    rule = "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"
+    lines = [head.format("search"), rule]
     for r in rows:
-        lines.append(f"| {r['study']} (w_c {r['w_c']:g}) | {r['trials']} | {r['f']:.4f} | {100 * r['val_acc']:.1f}% | "
-                     f"{100 * r['test_acc']:.1f}% | {r['params']:,} | {r['epoch_cpu_s']:.2f} |")
+        lines.append(f"| {r['study']} (f_c {r['f_c']}, w_c {r['w_c']:g}) | {r['trials']} | {r['f']:.4f} | "
+                     f"{100 * r['val_acc']:.1f}% | {100 * r['test_acc']:.1f}% | {r['params']:,} | {r['mflops']:.2f} | "
+                     f"{r['batch_size']} | {r['epoch_cpu_s']:.2f} |")
     by_wc = {w: [r for r in rows if r["w_c"] == w] for w in sorted({r["w_c"] for r in rows})}
-    lines += ["", head.format("w_c (searches)"), "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines += ["", head.format("w_c (searches)"), rule]
     for w, rs in by_wc.items():
         mean = {k: statistics.fmean(r[k] for r in rs) for k in ("f", "val_acc", "test_acc")}
-        med = {k: statistics.median(r[k] for r in rs) for k in ("params", "epoch_cpu_s")}
+        med = {k: statistics.median(r[k] for r in rs) for k in ("params", "mflops", "batch_size", "epoch_cpu_s")}
         lines.append(f"| {w:g} ({len(rs)}) | {rs[0]['trials']} each | mean {mean['f']:.4f} | mean "
                      f"{100 * mean['val_acc']:.1f}% | mean {100 * mean['test_acc']:.1f}% | median "
-                     f"{med['params']:,.0f} | median {med['epoch_cpu_s']:.2f} |")
+                     f"{med['params']:,.0f} | median {med['mflops']:.2f} | median {med['batch_size']:g} | "
+                     f"median {med['epoch_cpu_s']:.2f} |")
     out = Path(a.out)
     io.write_text(out / "search_wc.md", "\n".join(lines) + "\n")
     io.write_csv(out / "search_wc.csv", rows)

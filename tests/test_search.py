@@ -456,6 +456,8 @@ def test_complexity_floor_is_the_trained_networks_value_without_its_error(digits
             assert floor(config) < res["value"]
     timed = parse_spec({**TINY, "objective": {**TINY["objective"], "complexity": "time"}})
     assert complexity_floor(timed, digits, 1.0) is None
+    res = train_trial(timed, timed.complete({}), digits, seed=0, reference=0.5)  # f_c: CPU s per epoch / 0.5 s
+    assert res["epoch_cpu_s"] > 0 and res["f_c"] == pytest.approx(res["epoch_cpu_s"] / 0.5, rel=1e-12)
     assert complexity_floor(parse_spec({**TINY, "objective": {**TINY["objective"], "w_c": 0.0}}), digits, 1.0) is None
 
 

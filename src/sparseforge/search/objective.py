@@ -5,7 +5,8 @@
   ``objective.reference``): stored trainable values (``"params"``: edges + biases, so pre-defined
   sparsity counts), forward FLOPs per sample (``"flops"``: 2 per multiply-add of the convolutions and of
   the classifier's edges; a machine-independent stand-in for the seed's time, known before training), or
-  mean training time per epoch (``"time"``, the seed's measure; measured, so noisy on shared machines);
+  mean training time per epoch (``"time"``, the seed's measure, taken as the process's CPU seconds,
+  ``epoch_cpu_s``, which other processes on a shared machine hardly move, unlike wall time);
 * the value minimised is ``log10(f)`` with ``objective.log10`` (Deep-n-Cheap's choice), else ``f``.
 
 Training uses :func:`sparseforge.train.fit` with a callback that reports f after every epoch, so a
@@ -85,7 +86,7 @@ def complexity_floor(spec: SearchSpec, data: DataSplits | None,
 
 def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
     """Complexity of the reference network: its parameter count, its FLOPs per sample, or (``"time"``)
-    its measured training time per epoch (one epoch of :func:`fit`); 1 for a synthetic benchmark."""
+    its training CPU seconds per epoch (one epoch of :func:`fit`); 1 for a synthetic benchmark."""
     if spec.model == "synthetic":
         return 1.0
     cfg = spec.reference_config()
@@ -96,7 +97,7 @@ def reference_complexity(spec: SearchSpec, data: DataSplits) -> float:
         return float(count_flops(model))
     tc = spec.train_config(cfg, seed=0)
     state = fit(model, data, replace(tc, epochs=1), progress=False)
-    return float(state.history[-1]["epoch_time_s"])
+    return float(state.history[-1]["epoch_cpu_s"])
 
 
 class ReportCallback(Callback):
@@ -109,11 +110,11 @@ class ReportCallback(Callback):
 
     def f_c(self, history: Sequence[dict]) -> float:
         """Normalised complexity after the epochs of ``history`` (metrics with ``params``,
-        ``flops_per_sample`` and ``epoch_time_s``)."""
+        ``flops_per_sample`` and ``epoch_cpu_s``; mean over the epochs for ``time``)."""
         kind = self.spec.objective.complexity
         if kind in ("params", "flops"):
             return history[-1]["params" if kind == "params" else "flops_per_sample"] / self.reference
-        times = [h["epoch_time_s"] for h in history]
+        times = [h.get("epoch_cpu_s", h["epoch_time_s"]) for h in history]  # wall time: older checkpoints
         return (sum(times) / len(times)) / self.reference
 
     def on_train_begin(self, state: TrainState) -> None:
@@ -160,7 +161,7 @@ def _synthetic_trial(spec: SearchSpec, config: dict[str, Any], seed: int) -> dic
     f_p = synthetic_f(spec, config, seed)
     o = spec.objective
     return dict(value=objective_value(f_p, 0.0, o.w_c, o.log10), f=f_p, f_p=f_p, f_c=0.0, val_acc=1 - f_p,
-                test_acc=None, params=0, flops_per_sample=None, epoch_time_s=0.0, epochs=1,
+                test_acc=None, params=0, flops_per_sample=None, epoch_time_s=0.0, epoch_cpu_s=0.0, epochs=1,
                 train_s=time.perf_counter() - t0, rho_net=None)
 
 
@@ -170,7 +171,8 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits | Non
     """Build and train the network of ``config``; return its metrics and objective.
 
     Returns a dict with ``value`` (what is minimised), ``f``, ``f_p``, ``f_c``, ``val_acc`` (best),
-    ``test_acc`` (after the last epoch), ``params``, ``flops_per_sample``, ``epoch_time_s`` (mean),
+    ``test_acc`` (after the last epoch), ``params``, ``flops_per_sample``, ``epoch_time_s`` and
+    ``epoch_cpu_s`` (means),
     ``epochs``, ``train_s`` (wall time of the training including evaluation) and ``rho_net`` (the
     classifier's overall density). With ``run_dir`` the training checkpoints there and resumes.
     A synthetic benchmark (``model: synthetic``) evaluates its function instead (``f_c = 0``).
@@ -196,6 +198,8 @@ def train_trial(spec: SearchSpec, config: dict[str, Any], data: DataSplits | Non
         f=(1 - best_val) + o.w_c * f_c, f_p=1 - best_val, f_c=f_c,
         val_acc=best_val, test_acc=state.metrics.get("test_acc"), params=params,
         flops_per_sample=hist[-1].get("flops_per_sample"),
-        epoch_time_s=sum(h["epoch_time_s"] for h in hist) / len(hist), epochs=len(hist), train_s=train_s,
+        epoch_time_s=sum(h["epoch_time_s"] for h in hist) / len(hist),
+        epoch_cpu_s=sum(h.get("epoch_cpu_s", h["epoch_time_s"]) for h in hist) / len(hist), epochs=len(hist),
+        train_s=train_s,
         rho_net=topo.rho_net if topo is not None else None,
     )

@@ -556,7 +556,8 @@ def _run_trial(search: Search, study: optuna.Study, stage: StageSpace, fixed: di
         study.tell(trial, state=TrialState.FAIL)
         _enqueue_retry(study, study._storage.get_trial(trial._trial_id), spec.max_retries)
         raise
-    for k in ("f", "f_p", "f_c", "val_acc", "test_acc", "params", "epoch_time_s", "train_s", "epochs", "rho_net"):
+    for k in ("f", "f_p", "f_c", "val_acc", "test_acc", "params", "flops_per_sample", "epoch_time_s", "epoch_cpu_s",
+              "train_s", "epochs", "rho_net"):
         trial.set_user_attr(k, result[k])
     t1 = time.perf_counter()
     study.tell(trial, result["value"])
@@ -567,8 +568,8 @@ def _run_trial(search: Search, study: optuna.Study, stage: StageSpace, fixed: di
 # ---------------------------------------------------------------------------------------------- results
 def trial_rows(search: Search, *, all_states: bool = False) -> list[dict]:
     """One row per trial over all stages (finished ones only unless ``all_states``): stage, number,
-    state, value, f, f_p, f_c, val_acc, test_acc, params, rho_net, epoch_time_s, train_s, engine_s,
-    sampler_s, phase, retry_of, error, config."""
+    state, value, f, f_p, f_c, val_acc, test_acc, params, flops_per_sample, rho_net, epoch_time_s,
+    epoch_cpu_s, train_s, engine_s, sampler_s, phase, retry_of, error, config."""
     rows = []
     for i in range(search.spec.n_stages):
         for t in search.stage_study(i).get_trials(deepcopy=False):
@@ -580,8 +581,9 @@ def trial_rows(search: Search, *, all_states: bool = False) -> list[dict]:
             rows.append(dict(
                 stage=i + 1, stage_name=search.spec.stages[i].name, number=t.number, state=t.state.name,
                 value=t.value, f=a.get("f"), f_p=a.get("f_p"), f_c=a.get("f_c"), val_acc=a.get("val_acc"),
-                test_acc=a.get("test_acc"), params=a.get("params"), rho_net=a.get("rho_net"),
-                epoch_time_s=a.get("epoch_time_s"), train_s=a.get("train_s"), engine_s=a.get("engine_s"),
+                test_acc=a.get("test_acc"), params=a.get("params"), flops_per_sample=a.get("flops_per_sample"),
+                rho_net=a.get("rho_net"), epoch_time_s=a.get("epoch_time_s"), epoch_cpu_s=a.get("epoch_cpu_s"),
+                train_s=a.get("train_s"), engine_s=a.get("engine_s"),
                 sampler_s=a.get("sampler_s"), phase=a.get("phase"), retry_of=a.get("retry_of"),
                 error=a.get("error"), worker=(a.get("worker") or {}).get("pid"), config=a.get("config"),
             ))
