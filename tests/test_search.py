@@ -652,6 +652,33 @@ def test_cli_runs_resumes_and_reports(tmp_path):
     assert "sampler.name" in res.output and "annealing" in res.output
 
 
+def test_search_run_budget_and_complexity_options_through_the_console_script(tmp_path):
+    """`search run --budget N` splits N trials over the stages like `compare --budget` (with_budget), and
+    `--complexity` reaches the spec; a budget below the number of stages and an unknown complexity are
+    usage errors naming the field (exit 2, no traceback)."""
+    import json
+
+    from sparseforge.studies.search import load_spec, with_budget
+
+    script = shutil.which("sparseforge", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the sparseforge console script is not installed")
+
+    def run(*args):
+        return subprocess.run([script, "search", "run", "synthetic", "--run-dir", str(tmp_path / "r"), "--quiet",
+                               *args], capture_output=True, text=True, timeout=600)
+
+    res = run("--budget", "7", "--study", "b7")
+    assert res.returncode == 0, res.stderr
+    want = [s.trials for s in with_budget(load_spec("synthetic"), 7).stages]
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("b7-*/summary.json")]
+    assert len(reports) == 1 and [st["budget"] for st in reports[0]["stages"]] == want and sum(want) == 7
+    res = run("--budget", "1", "--study", "b1")
+    assert res.returncode == 2 and "budget: 1" in res.stderr and "Traceback" not in res.stderr
+    res = run("--complexity", "speed", "--study", "c")
+    assert res.returncode == 2 and "objective.complexity" in res.stderr and "speed" in res.stderr
+
+
 # ---------------------------------------------------------------------------------------------- synthetic benchmark
 SYN = yaml.safe_load((RECIPES / "search_synthetic.yaml").read_text())
 
