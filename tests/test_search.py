@@ -403,6 +403,64 @@ def test_convnet_and_cnn_space_build(digits):
     assert model(digits.train.x[:4]).shape == (4, 10)
 
 
+def test_model_cost_without_building_equals_the_built_models_counts():
+    """zoo.model_cost (what the search's floor uses: no pattern, no classifier weights) equals
+    count_parameters and count_flops of the model build_model builds, over random CNN and MLP
+    configurations (every downsampling, kernel, group, BN and density combination the search spaces
+    reach) and a fixed model."""
+    import random
+
+    from sparseforge.nn.zoo import build_model, model_cost
+    from sparseforge.train import count_flops, count_parameters
+
+    def counts(name, shape, **opts):
+        model = build_model(name, shape, 10, **opts)
+        return count_parameters(model), count_flops(model)
+
+    rng = random.Random(0)
+    for _ in range(40):
+        n_conv, n_fc = rng.randint(0, 3), rng.randint(0, 2)
+        opts = dict(channels=[rng.choice([4, 8, 12]) for _ in range(n_conv)],
+                    kernel=[rng.choice([1, 3, 5]) for _ in range(n_conv)],
+                    downsample=[rng.choice(["none", "pool", "stride"]) for _ in range(n_conv)] or "pool",
+                    batch_norm=rng.random() < 0.5, groups=rng.choice([1, 2, 4]),
+                    fc_width=[rng.choice([16, 32, 48]) for _ in range(n_fc)],
+                    density=[rng.uniform(0.05, 1.0) for _ in range(n_fc + 1)])
+        assert model_cost("cnn", (1, 12, 12), 10, **opts) == counts("cnn", (1, 12, 12), **opts), opts
+    for _ in range(20):
+        n_fc = rng.randint(0, 3)
+        opts = dict(width=[rng.choice([16, 100, 300]) for _ in range(n_fc)],
+                    density=[rng.uniform(0.01, 1.0) for _ in range(n_fc + 1)])
+        assert model_cost("mlp", (784,), 10, **opts) == counts("mlp", (784,), **opts), opts
+    assert model_cost("lenet5", (1, 28, 28), 10)[0] == counts("lenet5", (1, 28, 28))[0]
+    with pytest.raises(ValueError, match="not all allowed"):
+        model_cost("cnn", (1, 12, 12), 10, width=[3])
+
+
+def test_complexity_floor_is_the_trained_networks_value_without_its_error(digits):
+    """The floor of a configuration is objective_value(0, f_c) with the f_c its training reports, so it is
+    never above the trial's value; None where f_c is not known before training."""
+    from sparseforge.search.objective import complexity_floor, objective_value, reference_complexity, train_trial
+
+    for kind in ("params", "flops"):
+        sp = parse_spec({**TINY, "objective": {**TINY["objective"], "complexity": kind}})
+        ref = reference_complexity(sp, digits)
+        floor = complexity_floor(sp, digits, ref)
+        for cfg in ({"hidden_layers": 1, "width": [8], "density": [0.5, 1.0]},
+                    {"hidden_layers": 2, "width": [32, 16], "density": [1.0, 0.25, 1.0]}):
+            config = sp.complete(cfg)
+            res = train_trial(sp, config, digits, seed=0, reference=ref)
+            want = res["params"] if kind == "params" else res["flops_per_sample"]
+            assert res["f_c"] == pytest.approx(want / ref, rel=1e-12)
+            assert floor(config) == pytest.approx(objective_value(0.0, res["f_c"], sp.objective.w_c, True), rel=1e-12)
+            assert floor(config) < res["value"]
+    timed = parse_spec({**TINY, "objective": {**TINY["objective"], "complexity": "time"}})
+    assert complexity_floor(timed, digits, 1.0) is None
+    res = train_trial(timed, timed.complete({}), digits, seed=0, reference=0.5)  # f_c: CPU s per epoch / 0.5 s
+    assert res["epoch_cpu_s"] > 0 and res["f_c"] == pytest.approx(res["epoch_cpu_s"] / 0.5, rel=1e-12)
+    assert complexity_floor(parse_spec({**TINY, "objective": {**TINY["objective"], "w_c": 0.0}}), digits, 1.0) is None
+
+
 # ---------------------------------------------------------------------------------------------- studies
 def test_failed_trial_is_retried_with_same_params(tmp_path, spec, digits):
     search = create_search(spec, default_storage(tmp_path), data=digits)
@@ -592,6 +650,33 @@ def test_cli_runs_resumes_and_reports(tmp_path):
     res = runner.invoke(app, ["search", "run", str(bad), "--run-dir", str(tmp_path / "bad")])
     assert res.exit_code == 2
     assert "sampler.name" in res.output and "annealing" in res.output
+
+
+def test_search_run_budget_and_complexity_options_through_the_console_script(tmp_path):
+    """`search run --budget N` splits N trials over the stages like `compare --budget` (with_budget), and
+    `--complexity` reaches the spec; a budget below the number of stages and an unknown complexity are
+    usage errors naming the field (exit 2, no traceback)."""
+    import json
+
+    from sparseforge.studies.search import load_spec, with_budget
+
+    script = shutil.which("sparseforge", path=str(Path(sys.executable).parent))
+    if script is None:
+        pytest.skip("the sparseforge console script is not installed")
+
+    def run(*args):
+        return subprocess.run([script, "search", "run", "synthetic", "--run-dir", str(tmp_path / "r"), "--quiet",
+                               *args], capture_output=True, text=True, timeout=600)
+
+    res = run("--budget", "7", "--study", "b7")
+    assert res.returncode == 0, res.stderr
+    want = [s.trials for s in with_budget(load_spec("synthetic"), 7).stages]
+    reports = [json.loads(p.read_text()) for p in (tmp_path / "r").glob("b7-*/summary.json")]
+    assert len(reports) == 1 and [st["budget"] for st in reports[0]["stages"]] == want and sum(want) == 7
+    res = run("--budget", "1", "--study", "b1")
+    assert res.returncode == 2 and "budget: 1" in res.stderr and "Traceback" not in res.stderr
+    res = run("--complexity", "speed", "--study", "c")
+    assert res.returncode == 2 and "objective.complexity" in res.stderr and "speed" in res.stderr
 
 
 # ---------------------------------------------------------------------------------------------- synthetic benchmark

@@ -13,7 +13,7 @@ import pytest
 from sparseforge.search import GaussianProcess, GPEISampler, create_search, expected_improvement, parse_spec, run_worker
 from sparseforge.search.objective import synthetic_f
 from sparseforge.search.sampler import design_size
-from sparseforge.search.study import stage_fixed, stage_prior
+from sparseforge.search.study import stage_fixed, stage_prior, suggest
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
@@ -160,3 +160,40 @@ def test_later_stages_start_from_the_earlier_stages_observations(tmp_path):
     study = optuna.create_study(sampler=sampler)
     obs, ys, _ = sampler.observations(study)
     assert len(obs) == len(prior) and list(ys) == [y for _, y in prior]
+
+
+def _floor_run(seed: int, with_floor: bool, trials: int = 14) -> list[tuple[float, float]]:
+    """(floor, best value before it) of every trial of a one-stage GP-EI search on SMALL whose objective
+    is the synthetic f plus a cost known in advance (the floor: 0.15 per 96 units of width), so the
+    floor is a true lower bound of the value, as f_p >= 0 makes w_c f_c one."""
+    sp = _spec(SMALL, [{"name": "s", "params": ["hidden_layers", "width"], "trials": trials}],
+               {"hidden_layers": 2, "width": 48})
+    stage = sp.stage(0)
+
+    def floor(config):
+        return 0.15 * sum(config["width"]) / 96
+
+    sampler = GPEISampler(stage, {}, n_initial=2, candidates=60, restarts=0, seed=seed,
+                          floor=floor if with_floor else None)
+    study = optuna.create_study(sampler=sampler)
+    out = []
+    for _ in range(trials):
+        t = study.ask()
+        config = sp.complete(stage.suggest(lambda k, d: suggest(t, k, d), {}))
+        best = min((x.value for x in study.trials if x.value is not None), default=math.inf)
+        out.append((floor(config), best))
+        study.tell(t, synthetic_f(sp, config) + floor(config))
+    return out
+
+
+def test_floor_keeps_networks_that_cannot_beat_the_best_out_of_design_and_ei():
+    """With a floor (issue 17's w_c = 1 regression: networks whose parameter cost alone exceeds the best
+    f were still proposed), no proposal after the first has a floor at or above the best value seen
+    before it, in the design and the model-guided phase alike; without it the same searches propose
+    such networks (so the check can fail)."""
+    hopeless_without = 0
+    for seed in range(4):
+        for i, (fl, best) in enumerate(_floor_run(seed, True)):
+            assert i == 0 or fl < best, (seed, i, fl, best)
+        hopeless_without += sum(fl >= best for fl, best in _floor_run(seed, False))
+    assert hopeless_without > 0

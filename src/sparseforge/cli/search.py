@@ -81,6 +81,10 @@ def _sampler_overrides(sampler: Optional[str], seed: Optional[int]) -> dict:
     return {"sampler": given} if given else {}
 
 
+BUDGET = typer.Option(None, min=1, help="total trials per search, split over the stages like the spec's budgets "
+                      "(default: the spec's budgets)")
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``search`` command group to ``app``."""
     search_app = typer_app(help="Bayesian-optimisation model search (GP + EI over staged spaces).")
@@ -100,10 +104,13 @@ def register(app: typer.Typer) -> None:
         epochs: Optional[int] = typer.Option(None, help="epochs per trial (overrides train.epochs)"),
         w_c: Optional[float] = typer.Option(None, "--w-c", help="weight of complexity in f = f_p + w_c f_c "
                                             "(overrides objective.w_c)"),
+        complexity: Optional[str] = typer.Option(None, help="f_c: params, flops or time (per epoch, measured) "
+                                                 "relative to the reference net (overrides objective.complexity)"),
+        budget: Optional[int] = BUDGET,
         quiet: bool = typer.Option(False, help="no line per trial"),
     ) -> None:
         """Create the search (once) and run it; run the same command again to resume after a kill."""
-        from ..studies.search import load_spec, run_search
+        from ..studies.search import load_spec, run_search, with_budget
 
         output_dir(run_dir, "run-dir")
         over = _sampler_overrides(sampler, seed)
@@ -111,9 +118,12 @@ def register(app: typer.Typer) -> None:
             over["data"] = {"limit": limit}
         if epochs is not None:
             over["train"] = {"epochs": epochs}
-        if w_c is not None:
-            over["objective"] = {"w_c": w_c}
+        objective = {k: v for k, v in (("w_c", w_c), ("complexity", complexity)) if v is not None}
+        if objective:
+            over["objective"] = objective
         spec = load_spec(config, over)
+        if budget is not None:
+            spec = with_budget(spec, budget)
         sm = run_search(spec, run_dir, storage=_journal(storage), study=study, workers=workers, on_trial=_trial_printer(quiet))
         out.print(_summary_table(sm))
         b = sm["best"]
@@ -190,8 +200,7 @@ def register(app: typer.Typer) -> None:
         samplers: str = typer.Option("gp-ei,tpe,optuna-gp,random",
                                      help="comma-separated: gp-ei (= gp), tpe, optuna-gp, random"),
         seeds: str = typer.Option("3", help="a number N (seeds 0..N-1) or comma-separated seeds"),
-        budget: Optional[int] = typer.Option(None, min=1, help="total trials per search, split over the stages "
-                                             "like the spec's budgets (default: the spec's budgets)"),
+        budget: Optional[int] = BUDGET,
         limit: Optional[int] = typer.Option(None),
         epochs: Optional[int] = typer.Option(None),
         quiet: bool = typer.Option(False),

@@ -31,6 +31,54 @@ def _per_layer(v, n: int, name: str) -> list:
     return items
 
 
+def conv_features(in_shape: Sequence[int], channels: Sequence[int], kernels: Sequence[int] | int = 3,
+                  downsample: Sequence[str] | str = "pool", padding: Sequence[str] | str = "same",
+                  batch_norm: bool = False, groups: int = 1) -> tuple[list[nn.Module], tuple[int, int, int], int]:
+    """The conv layers of :class:`ConvNet` (arguments as there) for samples ``in_shape = (C, H, W)``:
+    ``(modules, (C_L, H_L, W_L) of their output, forward FLOPs per sample)``. Raises ValueError naming the
+    layer and what does not fit."""
+    if len(in_shape) != 3:
+        raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
+    n = len(channels)
+    kernels = _per_layer(kernels, n, "kernels")
+    downsample = _per_layer(downsample, n, "downsample")
+    padding = _per_layer(padding, n, "padding")
+    c, h, w = (int(v) for v in in_shape)
+    layers: list[nn.Module] = []
+    flops = 0
+    for i, (out_c, k, ds, pad) in enumerate(zip(channels, kernels, downsample, padding)):
+        if ds not in DOWNSAMPLE:
+            raise ValueError(f"downsample[{i}]={ds!r}: choose one of {DOWNSAMPLE}")
+        if pad not in PADDING:
+            raise ValueError(f"padding[{i}]={pad!r}: choose one of {PADDING}")
+        if int(k) < 1 or int(out_c) < 1:
+            raise ValueError(f"layer {i}: kernel {k} and channels {out_c} must be positive")
+        g = math.gcd(int(groups), c, int(out_c))
+        can_down = min(h, w) >= 2
+        stride = 2 if ds == "stride" and can_down else 1
+        p = int(k) // 2 if pad == "same" else 0
+        if min(h, w) + 2 * p < int(k):
+            raise ValueError(f"layer {i}: a {k}x{k} '{pad}' convolution does not fit the {h}x{w} feature map")
+        conv = nn.Conv2d(c, int(out_c), int(k), stride=stride, padding=p, groups=g, bias=not batch_norm)
+        layers.append(conv)
+        h = (h + 2 * p - int(k)) // stride + 1
+        w = (w + 2 * p - int(k)) // stride + 1
+        flops += 2 * (c // g) * int(k) * int(k) * int(out_c) * h * w
+        if batch_norm:
+            layers.append(nn.BatchNorm2d(int(out_c)))
+        layers.append(nn.ReLU())
+        if ds == "pool" and can_down:
+            layers.append(nn.MaxPool2d(2))
+            h, w = h // 2, w // 2
+        c = int(out_c)
+    return layers, (c, h, w), flops
+
+
+def classifier_sizes(feature_shape: Sequence[int], hidden: Sequence[int], n_classes: int) -> tuple[int, ...]:
+    """Layer sizes of the classifier on flattened ``feature_shape``: ``(C*H*W, *hidden, n_classes)``."""
+    return (math.prod(int(v) for v in feature_shape), *(int(v) for v in hidden), int(n_classes))
+
+
 class ConvNet(nn.Module):
     """Conv feature extractor + pre-defined sparse MLP classifier.
 
@@ -56,43 +104,10 @@ class ConvNet(nn.Module):
                  hidden: Sequence[int] = (), density: Sequence[float] | float | None = 1.0,
                  fan_out: Sequence[int] | None = None, family: str = "structured", seed: int = 0) -> None:
         super().__init__()
-        if len(in_shape) != 3:
-            raise ValueError(f"in_shape must be (C, H, W), got {tuple(in_shape)}")
-        n = len(channels)
-        kernels = _per_layer(kernels, n, "kernels")
-        downsample = _per_layer(downsample, n, "downsample")
-        padding = _per_layer(padding, n, "padding")
-        c, h, w = (int(v) for v in in_shape)
-        layers: list[nn.Module] = []
-        self._conv_flops = 0
-        for i, (out_c, k, ds, pad) in enumerate(zip(channels, kernels, downsample, padding)):
-            if ds not in DOWNSAMPLE:
-                raise ValueError(f"downsample[{i}]={ds!r}: choose one of {DOWNSAMPLE}")
-            if pad not in PADDING:
-                raise ValueError(f"padding[{i}]={pad!r}: choose one of {PADDING}")
-            if int(k) < 1 or int(out_c) < 1:
-                raise ValueError(f"layer {i}: kernel {k} and channels {out_c} must be positive")
-            g = math.gcd(int(groups), c, int(out_c))
-            can_down = min(h, w) >= 2
-            stride = 2 if ds == "stride" and can_down else 1
-            p = int(k) // 2 if pad == "same" else 0
-            if min(h, w) + 2 * p < int(k):
-                raise ValueError(f"layer {i}: a {k}x{k} '{pad}' convolution does not fit the {h}x{w} feature map")
-            conv = nn.Conv2d(c, int(out_c), int(k), stride=stride, padding=p, groups=g, bias=not batch_norm)
-            layers.append(conv)
-            h = (h + 2 * p - int(k)) // stride + 1
-            w = (w + 2 * p - int(k)) // stride + 1
-            self._conv_flops += 2 * (c // g) * int(k) * int(k) * int(out_c) * h * w
-            if batch_norm:
-                layers.append(nn.BatchNorm2d(int(out_c)))
-            layers.append(nn.ReLU())
-            if ds == "pool" and can_down:
-                layers.append(nn.MaxPool2d(2))
-                h, w = h // 2, w // 2
-            c = int(out_c)
+        layers, self.feature_shape, self._conv_flops = conv_features(
+            in_shape, channels, kernels, downsample, padding, batch_norm, groups)
         self.features = nn.Sequential(*layers)
-        self.feature_shape = (c, h, w)
-        sizes = (c * h * w, *(int(v) for v in hidden), int(n_classes))
+        sizes = classifier_sizes(self.feature_shape, hidden, n_classes)
         if fan_out is not None:
             density = None
         self.topology: NetworkTopology = design(sizes, density=density, fan_out=fan_out, family=family, seed=seed)
@@ -105,6 +120,21 @@ class ConvNet(nn.Module):
         """Stored trainable values: conv (and BN) parameters plus the classifier's edges and biases."""
         conv = sum(p.numel() for p in self.features.parameters() if p.requires_grad)
         return conv + self.classifier.num_parameters()
+
+    @staticmethod
+    def cost(in_shape: Sequence[int], n_classes: int, channels: Sequence[int], *,
+             kernels: Sequence[int] | int = 3, downsample: Sequence[str] | str = "pool",
+             padding: Sequence[str] | str = "same", batch_norm: bool = False, groups: int = 1,
+             hidden: Sequence[int] = (), density: Sequence[float] | float | None = 1.0,
+             fan_out: Sequence[int] | None = None, family: str = "structured", seed: int = 0) -> tuple[int, int]:
+        """``(num_parameters(), flops_per_sample())`` of the ConvNet these arguments build, without
+        building its classifier (no pattern, no weights: ~0.5 ms where building a large classifier takes
+        ~0.5 s); ``family`` and ``seed`` do not change them (every family realises the same degrees)."""
+        layers, shape, flops = conv_features(in_shape, channels, kernels, downsample, padding, batch_norm, groups)
+        conv = sum(p.numel() for m in layers for p in m.parameters())
+        sizes = classifier_sizes(shape, hidden, n_classes)
+        c_params, c_flops = SparseMLP.cost(sizes, density=None if fan_out is not None else density, fan_out=fan_out)
+        return conv + c_params, flops + c_flops
 
     @property
     def conv_flops(self) -> int:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
+from typing import Any, Sequence
 
 import torch
 from torch import nn
 
-from ..topology import NetworkTopology, Pattern
+from ..topology import NetworkTopology, Pattern, resolve_out_degrees
 from .sparse_linear import SparseLinear
 
 
@@ -76,6 +77,17 @@ class SparseMLP(nn.Module):
     def num_parameters(self) -> int:
         """Trainable values actually stored (edges + biases)."""
         return sum(layer.num_parameters() for layer in self.layers)
+
+    @staticmethod
+    def cost(sizes: Sequence[int], *, bias: bool = True, **degrees: Any) -> tuple[int, int]:
+        """``(num_parameters(), flops_per_sample())`` of ``SparseMLP(design(sizes, **degrees), bias)``
+        without designing the pattern: ``E + biases`` and ``2 E + biases`` with ``E = sum(N_i d_out_i)``
+        edges, the degrees resolved as :func:`~sparseforge.topology.design` resolves them (``degrees``: one
+        of ``fan_out``, ``fan_in``, ``density``)."""
+        d_outs = resolve_out_degrees(sizes, **degrees)
+        edges = sum(int(n) * d for n, d in zip(sizes[:-1], d_outs))
+        biases = sum(int(m) for m in sizes[1:]) if bias else 0
+        return edges + biases, 2 * edges + biases
 
     def flops_per_sample(self) -> int:
         """Forward FLOPs per sample (2 per connection, plus biases; ReLU not counted)."""

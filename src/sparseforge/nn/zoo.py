@@ -20,7 +20,7 @@ from .mlp import SparseMLP
 from .models import lenet5, lenet_300_100
 from .resnet import resnet20
 
-__all__ = ["MODELS", "build_model"]
+__all__ = ["MODELS", "build_model", "model_cost"]
 
 
 def _image(name: str, shape: tuple[int, ...], min_side: int = 1) -> tuple[int, int]:
@@ -50,31 +50,53 @@ def _resnet20(shape: tuple[int, ...], n_classes: int) -> nn.Module:
     return resnet20(in_channels=shape[0], n_classes=n_classes)
 
 
-def _mlp(shape: tuple[int, ...], n_classes: int, *, width: Sequence[int] = (), density: Any = 1.0,
-         family: str = "structured", seed: int = 0) -> nn.Module:
+def _mlp_args(shape: tuple[int, ...], n_classes: int, *, width: Sequence[int] = (), density: Any = 1.0,
+              family: str = "structured", seed: int = 0) -> dict[str, Any]:
     """A pre-defined sparse MLP ``(n_features, *width, n_classes)``: ``density`` (one value or one per
     junction) of pattern ``family``, drawn with ``seed``."""
+    sizes = (math.prod(shape), *[int(w) for w in width], n_classes)
+    return dict(sizes=sizes, density=density, family=family, seed=seed)
+
+
+def _mlp(shape: tuple[int, ...], n_classes: int, **options: Any) -> nn.Module:
     from ..topology import design
 
-    sizes = (math.prod(shape), *[int(w) for w in width], n_classes)
-    return SparseMLP(design(sizes, density=density, family=family, seed=seed))
+    return SparseMLP(design(**_mlp_args(shape, n_classes, **options)))
 
 
-def _cnn(shape: tuple[int, ...], n_classes: int, *, channels: Sequence[int] = (), kernel: Sequence[int] | None = None,
-         downsample: str = "pool", batch_norm: bool = False, groups: int = 1, fc_width: Sequence[int] = (),
-         density: Any = 1.0, family: str = "structured", seed: int = 0) -> nn.Module:
+def _cnn_args(shape: tuple[int, ...], n_classes: int, *, channels: Sequence[int] = (),
+              kernel: Sequence[int] | None = None, downsample: str = "pool", batch_norm: bool = False,
+              groups: int = 1, fc_width: Sequence[int] = (), density: Any = 1.0, family: str = "structured",
+              seed: int = 0) -> dict[str, Any]:
     """A plain CNN (see :class:`~sparseforge.nn.convnet.ConvNet`) with a sparse classifier head."""
     if len(shape) != 3:
         raise ValueError(f"model cnn needs image samples (C, H, W); the data has samples of shape {tuple(shape)}")
     channels = [int(c) for c in channels]
-    return ConvNet(shape, n_classes, channels, kernels=[int(k) for k in (kernel or [3] * len(channels))],
-                   downsample=downsample, batch_norm=bool(batch_norm), groups=int(groups),
-                   hidden=[int(w) for w in fc_width], density=density, family=family, seed=seed)
+    return dict(in_shape=shape, n_classes=n_classes, channels=channels,
+                kernels=[int(k) for k in (kernel or [3] * len(channels))], downsample=downsample,
+                batch_norm=bool(batch_norm), groups=int(groups), hidden=[int(w) for w in fc_width],
+                density=density, family=family, seed=seed)
+
+
+def _cnn(shape: tuple[int, ...], n_classes: int, **options: Any) -> nn.Module:
+    return ConvNet(**_cnn_args(shape, n_classes, **options))
 
 
 MODELS: dict[str, Callable[..., nn.Module]] = {
     "lenet300": _lenet300, "lenet5": _lenet5, "resnet20": _resnet20, "mlp": _mlp, "cnn": _cnn,
 }
+
+
+def _call(name: str, fn: Callable[..., Any], shape: Sequence[int], n_classes: int, options: dict) -> Any:
+    """``fn(shape, n_classes, **options)`` with the checks of :func:`build_model`."""
+    if n_classes < 2:
+        raise ValueError(f"model {name}: n_classes={n_classes} must be >= 2")
+    try:
+        return fn(tuple(int(s) for s in shape), int(n_classes), **options)
+    except TypeError as e:
+        if "unexpected keyword" not in str(e):
+            raise
+        raise ValueError(f"model {name}: options {sorted(options)} not all allowed ({e})") from None
 
 
 def build_model(name: str, sample_shape: Sequence[int], n_classes: int, **options: Any) -> nn.Module:
@@ -83,11 +105,19 @@ def build_model(name: str, sample_shape: Sequence[int], n_classes: int, **option
     (seed it first). Raises ValueError naming the model and what does not fit."""
     if name not in MODELS:
         raise ValueError(f"model={name!r}: choose one of {', '.join(MODELS)}")
-    if n_classes < 2:
-        raise ValueError(f"model {name}: n_classes={n_classes} must be >= 2")
-    try:
-        return MODELS[name](tuple(int(s) for s in sample_shape), int(n_classes), **options)
-    except TypeError as e:
-        if "unexpected keyword" not in str(e):
-            raise
-        raise ValueError(f"model {name}: options {sorted(options)} not all allowed ({e})") from None
+    return _call(name, MODELS[name], sample_shape, n_classes, options)
+
+
+def model_cost(name: str, sample_shape: Sequence[int], n_classes: int, **options: Any) -> tuple[int, int | None]:
+    """``(stored trainable values, forward FLOPs per sample)`` of ``build_model(name, sample_shape,
+    n_classes, **options)`` (edges, not the zeros of a dense view; FLOPs None where the model cannot
+    tell), for ``mlp`` and ``cnn`` without building weights or patterns (~0.5 ms: what a search knows of a
+    candidate before training it); other models are built and counted."""
+    if name == "mlp":
+        args = _call(name, _mlp_args, sample_shape, n_classes, options)
+        return SparseMLP.cost(args["sizes"], density=args["density"])
+    if name == "cnn":
+        return ConvNet.cost(**_call(name, _cnn_args, sample_shape, n_classes, options))
+    model = build_model(name, sample_shape, n_classes, **options)
+    flops = getattr(model, "flops_per_sample", None)
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), flops() if callable(flops) else None

@@ -35,7 +35,7 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from optuna.distributions import BaseDistribution
@@ -65,6 +65,8 @@ MAX_STRATA = 6
 #: "none"; "yeo-johnson" or "rank" for the ablations in the README (better at w_c = 1 on the Fashion
 #: CNN, worse at w_c = 0.1 and on the smooth synthetic benchmark)
 WARP = "none"
+#: candidates (in EI order) and then random points checked against the floor when no refined start passes
+FLOOR_CHECKS = 200
 
 
 def design_size(n_initial: int, dim: int, trials: int) -> int:
@@ -100,13 +102,17 @@ class GPEISampler(BaseSampler):
         prior: ``(values, objective)`` observed before this stage at points of its space (stage values
             as :meth:`StageSpace.values_from_flat` gives them), e.g. from :func:`stage_prior`.
         n_design: trials of the space-filling design; None: :func:`design_size`.
+        floor: the least objective value of a full configuration, known before training
+            (:func:`~sparseforge.search.objective.complexity_floor`); a network whose floor is not below
+            the best value observed cannot become the best trial and is never proposed. None: no floor.
     """
 
     def __init__(self, stage: StageSpace, fixed: dict[str, Any] | None = None, *, n_initial: int = 15,
                  candidates: int = 1000, restarts: int = 2, seed: int = 0, threads: int | None = 1,
                  use_pending: bool = True, prior: Sequence[tuple[dict[str, Any], float]] = (),
-                 n_design: int | None = None) -> None:
+                 n_design: int | None = None, floor: Callable[[dict[str, Any]], float] | None = None) -> None:
         self.stage, self.fixed = stage, dict(fixed or {})
+        self.floor = floor
         self.use_pending = use_pending
         self.n_initial, self.candidates, self.restarts = n_initial, candidates, restarts
         self.n_design = design_size(n_initial, stage.dim, stage.trials) if n_design is None else int(n_design)
@@ -189,11 +195,13 @@ class GPEISampler(BaseSampler):
         rng = self._rng(trial)
         obs, ys, pending = self.observations(study)
         seen = {self.stage.key(v) for v in obs + pending}
+        best_seen = float(ys.min()) if len(ys) else math.inf
         if trial.number < self.n_design or len(obs) < MIN_POINTS:
             self.last_phase = "sobol"
             flat = self.stage.from_unit(self.design_point(trial.number))
-            for _ in range(100):  # int rounding can collide with an earlier point: move on at random
-                if self.stage.key(self.stage.values_from_flat(flat, self.fixed)) not in seen:
+            for _ in range(100):  # a repeated or hopeless network: move on at random
+                values = self.stage.values_from_flat(flat, self.fixed)
+                if self.stage.key(values) not in seen and not self.hopeless(values, best_seen):
                     break
                 flat = self.stage.from_unit(rng.random(self.stage.dim))
             return flat
@@ -217,7 +225,29 @@ class GPEISampler(BaseSampler):
         if not len(units):  # everything proposed already exists: fall back to a random point
             return self.stage.from_unit(rng.random(self.stage.dim))
         pool_u, pool_ei = self.maximize_ei(gp, best, units, embs, seen_e, rng)
-        return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])
+        if self.floor is None:
+            return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])
+        # the best refined start that can still beat the best value seen; else the best such candidate
+
+        def ranked():
+            yield from (pool_u[i] for i in np.argsort(-pool_ei))
+            mu, sd = gp.predict(embs)
+            yield from (units[i] for i in np.argsort(-expected_improvement(mu, sd, best))[:FLOOR_CHECKS])
+            yield from rng.random((FLOOR_CHECKS, self.stage.dim))
+
+        for u in ranked():
+            flat = self.stage.from_unit(u)
+            values = self.stage.values_from_flat(flat, self.fixed)
+            if self.stage.key(values) not in seen and not self.hopeless(values, best_seen):
+                return flat
+        return self.stage.from_unit(pool_u[int(np.argmax(pool_ei))])  # nothing passes: the model's choice
+
+    def hopeless(self, values: dict[str, Any], best_seen: float) -> bool:
+        """Whether the network of stage ``values`` cannot beat ``best_seen`` (the lowest value observed)
+        whatever it learns: its :attr:`floor` (a bound known before training) is not below it."""
+        if self.floor is None or not math.isfinite(best_seen):
+            return False
+        return self.floor(self.stage.spec.complete({**self.fixed, **values})) >= best_seen
 
     def maximize_ei(self, gp: GaussianProcess, best: float, units: np.ndarray, embs: np.ndarray, seen: set,
                     rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -328,18 +358,20 @@ def _row_key(e: np.ndarray) -> bytes:
 
 def make_sampler(name: str, stage: StageSpace, fixed: dict[str, Any], *, n_initial: int = 15,
                  candidates: int = 1000, restarts: int = 2, seed: int = 0, salt: Sequence[int] = (),
-                 prior: Sequence[tuple[dict[str, Any], float]] = ()) -> BaseSampler:
+                 prior: Sequence[tuple[dict[str, Any], float]] = (),
+                 floor: Callable[[dict[str, Any]], float] | None = None) -> BaseSampler:
     """A sampler by name: ``"gp"`` (:class:`GPEISampler`), or the baselines ``"tpe"`` (multivariate TPE),
     ``"random"`` and ``"optuna-gp"`` (Optuna's own GPSampler), with ``n_initial`` random start-up trials.
 
     Optuna's samplers keep their random state in memory, so a restarted worker seeded alike would repeat
     their proposals: ``salt`` (e.g. the number of trials already in the stage and the worker's rank)
-    is mixed into their seed. ``prior`` (observations of earlier stages in this stage's space) is used by
-    ``"gp"`` only; Optuna's samplers have no way to take it.
+    is mixed into their seed. ``prior`` (observations of earlier stages in this stage's space) and
+    ``floor`` (the objective's bound known before training) are used by ``"gp"`` only; Optuna's samplers
+    have no way to take them.
     """
     if name == "gp":
         return GPEISampler(stage, fixed, n_initial=n_initial, candidates=candidates, restarts=restarts, seed=seed,
-                           prior=prior)
+                           prior=prior, floor=floor)
     s = int(np.random.default_rng([seed, stage.index, *salt]).integers(2**31))
     from optuna.exceptions import ExperimentalWarning
     from optuna.samplers import GPSampler, TPESampler

@@ -243,7 +243,7 @@ class ObjectiveSection(_Strict):
     the complexity of the reference network (the defaults, updated by ``reference``)."""
 
     w_c: float = Field(default=0.1, ge=0)
-    complexity: Literal["params", "time"] = "params"
+    complexity: Literal["params", "flops", "time"] = "params"
     log10: bool = True
     reference: dict[str, Any] = Field(default_factory=dict)
 

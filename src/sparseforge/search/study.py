@@ -54,7 +54,7 @@ from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, Trial, TrialState
 
 from ..data import DataSplits
-from .objective import load_search_data, reference_complexity, train_trial
+from .objective import complexity_floor, load_search_data, reference_complexity, train_trial
 from .sampler import GPEISampler, make_sampler
 from .space import SearchSpec, StageSpace
 
@@ -463,6 +463,7 @@ def run_worker(
     rank = os.getpid() if worker_rank is None else worker_rank
     report = WorkerReport()
     ident = worker_identity()
+    floor = complexity_floor(spec, data, search.reference) if spec.sampler.name == "gp" else None
     ran = 0
     try:
         for index in range(spec.n_stages):
@@ -473,7 +474,8 @@ def run_worker(
             s = spec.sampler
             prior = stage_prior(search, index, fixed) if s.name == "gp" else ()
             sampler = make_sampler(s.name, stage, fixed, n_initial=s.n_initial, candidates=s.candidates,
-                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank), prior=prior)
+                                   restarts=s.restarts, seed=s.seed, salt=(n_existing, rank), prior=prior,
+                                   floor=floor)
             study = search.stage_study(index, sampler=sampler, pruner=_pruner(spec))
             study.set_user_attr("fixed", fixed)
             while True:
@@ -554,7 +556,8 @@ def _run_trial(search: Search, study: optuna.Study, stage: StageSpace, fixed: di
         study.tell(trial, state=TrialState.FAIL)
         _enqueue_retry(study, study._storage.get_trial(trial._trial_id), spec.max_retries)
         raise
-    for k in ("f", "f_p", "f_c", "val_acc", "test_acc", "params", "epoch_time_s", "train_s", "epochs", "rho_net"):
+    for k in ("f", "f_p", "f_c", "val_acc", "test_acc", "params", "flops_per_sample", "epoch_time_s", "epoch_cpu_s",
+              "train_s", "epochs", "rho_net"):
         trial.set_user_attr(k, result[k])
     t1 = time.perf_counter()
     study.tell(trial, result["value"])
@@ -565,8 +568,8 @@ def _run_trial(search: Search, study: optuna.Study, stage: StageSpace, fixed: di
 # ---------------------------------------------------------------------------------------------- results
 def trial_rows(search: Search, *, all_states: bool = False) -> list[dict]:
     """One row per trial over all stages (finished ones only unless ``all_states``): stage, number,
-    state, value, f, f_p, f_c, val_acc, test_acc, params, rho_net, epoch_time_s, train_s, engine_s,
-    sampler_s, phase, retry_of, error, config."""
+    state, value, f, f_p, f_c, val_acc, test_acc, params, flops_per_sample, rho_net, epoch_time_s,
+    epoch_cpu_s, train_s, engine_s, sampler_s, phase, retry_of, error, config."""
     rows = []
     for i in range(search.spec.n_stages):
         for t in search.stage_study(i).get_trials(deepcopy=False):
@@ -578,8 +581,9 @@ def trial_rows(search: Search, *, all_states: bool = False) -> list[dict]:
             rows.append(dict(
                 stage=i + 1, stage_name=search.spec.stages[i].name, number=t.number, state=t.state.name,
                 value=t.value, f=a.get("f"), f_p=a.get("f_p"), f_c=a.get("f_c"), val_acc=a.get("val_acc"),
-                test_acc=a.get("test_acc"), params=a.get("params"), rho_net=a.get("rho_net"),
-                epoch_time_s=a.get("epoch_time_s"), train_s=a.get("train_s"), engine_s=a.get("engine_s"),
+                test_acc=a.get("test_acc"), params=a.get("params"), flops_per_sample=a.get("flops_per_sample"),
+                rho_net=a.get("rho_net"), epoch_time_s=a.get("epoch_time_s"), epoch_cpu_s=a.get("epoch_cpu_s"),
+                train_s=a.get("train_s"), engine_s=a.get("engine_s"),
                 sampler_s=a.get("sampler_s"), phase=a.get("phase"), retry_of=a.get("retry_of"),
                 error=a.get("error"), worker=(a.get("worker") or {}).get("pid"), config=a.get("config"),
             ))

@@ -195,8 +195,9 @@ def fit(
     :class:`~sparseforge.errors.RunError` when none is good. ``state.resumed_from`` is the epoch resumed at.
 
     Returns the final :class:`TrainState`; ``state.history`` has one dict per epoch with ``epoch``,
-    ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``epoch_time_s`` (training only),
-    ``lr``, ``params``, ``flops_per_sample`` and whatever callbacks added; after the last epoch
+    ``train_loss``, ``train_acc``, ``val_loss``, ``val_acc``, ``epoch_time_s`` (training only, wall
+    clock), ``epoch_cpu_s`` (the same as CPU seconds of this process, all its threads: what the epoch
+    cost, hardly moved by other processes on a shared machine), ``lr``, ``params``, ``flops_per_sample`` and whatever callbacks added; after the last epoch
     ``state.metrics`` also has ``test_loss`` and ``test_acc``.
 
     ``progress``: one line per epoch on stderr (:class:`~sparseforge.train.progress.EpochLog`). None (the
@@ -235,7 +236,7 @@ def fit(
         _call(callbacks, "on_epoch_begin", state)
         gen = torch.Generator().manual_seed(config.seed * 100_003 + state.epoch)
         order = torch.randperm(n, generator=gen)
-        loss_sum, correct, t0 = 0.0, 0, time.perf_counter()
+        loss_sum, correct, t0, c0 = 0.0, 0, time.perf_counter(), time.process_time()
         for b in range(state.n_batches):
             idx = order[b * config.batch_size : (b + 1) * config.batch_size]
             x, y = data.train.x[idx], data.train.y[idx]
@@ -253,7 +254,7 @@ def fit(
             loss_sum += state.loss * len(idx)
             correct += (out.detach().argmax(1) == y).sum().item()
             _call(callbacks, "on_batch_end", state)
-        epoch_time = time.perf_counter() - t0
+        epoch_time, epoch_cpu = time.perf_counter() - t0, time.process_time() - c0
         val_loss, val_acc = evaluate(model, data.val, config.eval_batch_size) if len(data.val) else (math.nan, math.nan)
         state.metrics.update(
             train_loss=loss_sum / n,
@@ -261,6 +262,7 @@ def fit(
             val_loss=val_loss,
             val_acc=val_acc,
             epoch_time_s=epoch_time,
+            epoch_cpu_s=epoch_cpu,
             lr=optimizer.param_groups[0]["lr"],
             params=count_parameters(model),
             flops_per_sample=count_flops(model),
