@@ -82,17 +82,20 @@ def main() -> None:
     out = Path(a.out)
     io.write_text(out / "search_wc.md", "\n".join(lines) + "\n")
     io.write_csv(out / "search_wc.csv", rows)
+    # x: what the searches counted as complexity (the first search's f_c)
+    x_key, x_label = {"params": ("params", "parameters"), "flops": ("flops_per_sample", "forward FLOPs per sample"),
+                      "time": ("epoch_cpu_s", "training CPU s per epoch (measured in the search)")}[rows[0]["f_c"]]
     fig, ax = subplots(figsize=(6.5, 4.2))
     for i, (w, rs) in enumerate(by_wc.items()):
         trs = [t for r in rs for t in points[r["study"]][0]]
         color = f"C{i}"
-        ax.scatter([t["params"] for t in trs], [100 * t["val_acc"] for t in trs], s=14, alpha=0.35, color=color,
+        ax.scatter([t[x_key] for t in trs], [100 * t["val_acc"] for t in trs], s=14, alpha=0.35, color=color,
                    label=f"w_c = {w:g}: all trials ({len(rs)} searches)")
-        ax.scatter([points[r["study"]][1]["params"] for r in rs], [100 * points[r["study"]][1]["val_acc"] for r in rs],
+        ax.scatter([points[r["study"]][1][x_key] for r in rs], [100 * points[r["study"]][1]["val_acc"] for r in rs],
                    marker="*", s=220, color=color, edgecolors="k", zorder=5,
                    label=f"w_c = {w:g}: chosen (median {statistics.median(r['epoch_cpu_s'] for r in rs):.2f} s/epoch)")
     ax.set_xscale("log")
-    ax.set_xlabel("parameters")
+    ax.set_xlabel(x_label)
     ax.set_ylabel("best validation accuracy (%)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
