@@ -206,6 +206,38 @@ def test_native_sddmm_rejects_bad_tile():
         torch.ops.sparseforge.sddmm_bm(layout.indptr, layout.indices, torch.randn(3, 40), torch.randn(3, 48), 1, -2)
 
 
+@needs_native
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("group", [1, 2, 4, 8])
+@pytest.mark.parametrize("batch", [37, 130, 301])
+@pytest.mark.parametrize("tile", [-1, 1])  # the kernel's choice (groups of 8 stream) / tiled for every group
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_native_batch_major_backward_over_several_tiles(threads, group, batch, tile, dtype):
+    """The batch-major backward products over several batch tiles on one thread (sddmm_bm packs each tile of x
+    when it is used and gy 256 rows at a time: 600 rows end in a partial chunk; grad input packs one tile at a
+    time) and on two threads (every tile packed first), the last tile partial, against float64 dense."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        pattern = grouped(80, 600, 120, group=group, seed=group)
+        layout = SparseLayout.from_pattern(pattern)
+        gen = torch.Generator().manual_seed(batch)
+        values = torch.randn(pattern.edges, generator=gen, dtype=dtype)
+        x = torch.randn(batch, pattern.n_in + 3, generator=gen, dtype=dtype)[:, 1:-2]  # rows n_in + 3 apart
+        g = torch.randn(batch, pattern.n_out, generator=gen, dtype=dtype)
+        w = dense_weight(pattern, values)
+        rows, cols = torch.as_tensor(pattern.rows.copy()), torch.as_tensor(pattern.indices.copy())
+        tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-12, atol=1e-12)
+        ops = torch.ops.sparseforge
+        gv = ops.sddmm_bm(layout.indptr, layout.indices, g, x, layout.group, tile)
+        torch.testing.assert_close(gv.double(), (g.double().t() @ x.double())[rows, cols], **tol)
+        gx = ops.spmm_bm(layout.t_indptr, layout.t_indices, values, g, layout.t_group, None, None, None,
+                         layout.t_perm)
+        torch.testing.assert_close(gx.double(), g.double() @ w, **tol)
+    finally:
+        torch.set_num_threads(before)
+
+
 # batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
 # 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
 # (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every

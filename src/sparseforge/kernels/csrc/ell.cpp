@@ -290,7 +290,7 @@ void sddmm_rows(const int64_t* indptr, const int64_t* indices, const T* gy, int6
 // streamed once per tile, sequentially). Threads own disjoint row ranges over all tiles (no races on out).
 template <typename T, int NV>
 void sddmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* gt, const T* xt, T* out, bool first,
-                     int64_t r0, int64_t r1) {
+                     int64_t r0, int64_t r1, int64_t row0 = 0) {
   using V = Vec<T>;
   using VT = typename V::type;
   constexpr int L = V::lanes, W = NV * L;
@@ -299,7 +299,7 @@ void sddmm_tile_rows(const int64_t* indptr, const int64_t* indices, const T* gt,
     const int64_t* idx = indices + beg;
     T* o = out + beg;
     VT gv[NV];
-    for (int v = 0; v < NV; ++v) gv[v] = V::load(gt + r * W + v * L);
+    for (int v = 0; v < NV; ++v) gv[v] = V::load(gt + (r - row0) * W + v * L);  // gt's first row is row0
     for (int64_t k = 0; k < n; k += L) {
       const int m = static_cast<int>(std::min<int64_t>(L, n - k));
       VT acc[L];
@@ -418,8 +418,8 @@ struct SddmmOp {
 // group is computed one tile at a time with its outputs in registers (tile_rows), and each block of L output
 // rows is transposed back in registers and stored as L-wide pieces of L sample rows of y. Work items are
 // (tile, feature block) pairs for the pack and (tile, row block) pairs for the product, tile-major, so with
-// several tiles a thread mostly reads the tiles it packed itself (its L2). sddmm_bm transposes x and gy
-// whole into reused buffers the same way and runs the feature-major sddmm.
+// several tiles a thread mostly reads the tiles it packed itself (its L2). sddmm_bm packs x and gy into the
+// tiled sddmm's layout the same way (or, streaming, transposes them whole and runs the feature-major sddmm).
 
 // Feature blocks of the pack: a multiple of L features (the in-register transposes need full blocks).
 template <typename T>
@@ -704,15 +704,52 @@ at::Tensor spmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at
   return y;
 }
 
+// The tiled batch-major sddmm on one thread over several tiles (as spmm_bm_tiles there): each tile of x is packed
+// into one reused buffer (L2) and used at once, and gy is packed kSddmmRowChunk rows at a time just before those
+// rows run, instead of packing every tile of both to memory first (written, cold when other work ran in between,
+// and read back).
+constexpr int64_t kSddmmRowChunk = 256;
+template <typename T, int NV>
+void sddmm_bm_tilewise(const int64_t* ip, const int64_t* id, const T* xp, int64_t ldx, const T* gp, int64_t ldg,
+                       int64_t n, int64_t rows, int64_t B, T* out) {
+  constexpr int64_t W = NV * Vec<T>::lanes;
+  T* xt = scratch<T, 2>(n * W);
+  T* gt = scratch<T, 3>(kSddmmRowChunk * W);
+  for (int64_t c0 = 0; c0 < B; c0 += W) {
+    const int64_t width = std::min(W, B - c0);
+    pack_tiles_bm<T>(xp + c0 * ldx, ldx, n, width, W, xt);
+    for (int64_t r0 = 0; r0 < rows; r0 += kSddmmRowChunk) {
+      const int64_t r1 = std::min(rows, r0 + kSddmmRowChunk);
+      // gt[r - r0][s] = gy[c0 + s][r] (zero past the batch); sddmm_tile_rows reads row r at gt + r * W
+      transpose_rows<T>(gp + c0 * ldg + r0, ldg, width, W, gt, W, 0, r1 - r0);
+      sddmm_tile_rows<T, NV>(ip, id, gt, xt, out, c0 == 0, r0, r1, r0);
+    }
+  }
+}
+
 // Batch-major sddmm: g[e] = sum_b gy[b, row(e)] * x[b, indices[e]] for gy[B, rows], x[B, n]. Tiled: x and gy
 // are packed straight into batch tiles by in-register transposes (pack_tiles_bm) and the tiled sddmm runs on
-// them; streaming: both are transposed whole into reused feature-major buffers and the streaming sddmm runs.
+// them (one thread, several tiles: sddmm_bm_tilewise, each tile packed when it is used); streaming: both are
+// transposed whole into reused feature-major buffers and the streaming sddmm runs.
 template <typename T>
 void sddmm_bm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, const at::Tensor& x, at::Tensor& out,
                   int64_t group, int64_t rows, bool tiled) {
   constexpr int64_t F = pack_block<T>();
   const int64_t B = x.size(0), n = x.size(1);
   const T *xp = x.data_ptr<T>(), *gp = gy.data_ptr<T>();
+  if (tiled && at::get_num_threads() == 1) {
+    const int nv = sddmm_tile_vectors<T>(B, n);
+    if (B > nv * Vec<T>::lanes) {  // several tiles on one thread: pack each when it is used (see sddmm_bm_tilewise)
+      T* o = out.data_ptr<T>();
+      if (nv == 4)
+        sddmm_bm_tilewise<T, 4>(ip, id, xp, x.stride(0), gp, gy.stride(0), n, rows, B, o);
+      else if (nv == 2)
+        sddmm_bm_tilewise<T, 2>(ip, id, xp, x.stride(0), gp, gy.stride(0), n, rows, B, o);
+      else
+        sddmm_bm_tilewise<T, 1>(ip, id, xp, x.stride(0), gp, gy.stride(0), n, rows, B, o);
+      return;
+    }
+  }
   if (tiled) {
     auto pack = [B](const T* src, int64_t ld, int64_t count) {
       return [=](int64_t W, T* dst) { pack_tiles_bm<T>(src, ld, count, B, W, dst); };
