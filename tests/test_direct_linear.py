@@ -193,13 +193,15 @@ def test_moved_and_converted_layers_keep_it_right():
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_several_batch_tiles_on_one_and_two_threads(threads, dtype):
     """Batches over several tiles of the batch-major kernel (one thread packs and uses one tile at a time, several
-    threads pack all tiles first), the last tile partial; forward (direct) and the training step (autograd)."""
+    threads pack all tiles first), the last tile partial; forward (direct) and the training step (autograd). 2200
+    inputs each read by 150 outputs: on one thread, tiles of 4 vectors although a tile of x outgrows half of L2."""
     before = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
         torch.manual_seed(threads)
         for pattern, batch in ((structured(512, 256, 26, seed=4), 130), (grouped(64, 64, 8, group=4, seed=3), 37),
-                               (random_uniform(37, 29, density=0.2, seed=2), 50)):
+                               (random_uniform(37, 29, density=0.2, seed=2), 50),
+                               (structured(2200, 200, 150, seed=5), 100)):
             layer = SparseLinear(pattern, dtype=dtype)
             x = torch.randn(batch, pattern.n_in, dtype=dtype, requires_grad=True)
             tol = 1e-12 if dtype == torch.float64 else 1e-5

@@ -505,17 +505,22 @@ struct SpmmBmOp {
   static void run(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* x, int64_t ldx,
                   int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
     constexpr int L = Vec<T>::lanes;
+    const int64_t wide_limit =
+        at::get_num_threads() == 1 && edges >= kTileReuse * n ? kWideTileBytes : kWideTileBytes / 2;
     if (B == 1)  // one sample: x and y are single rows, i.e. feature-major columns (gathered dot products)
       SpmmOp<T, G>::run(ip, id, v, ep, x, 1, y, 1, rows / G, edges);
     else if (B <= L)  // small batches: one tile of one vector
       spmm_bm_tiles<T, G, 1>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
-    else if (G <= 4 && B > 2 * L && (B <= 4 * L || n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes / 2) &&
+    else if (G <= 4 && B > 2 * L && (B <= 4 * L || n * 4 * L * int64_t{sizeof(T)} <= wide_limit) &&
              n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
       // one tile of 4 vectors (fits L2) instead of two of 2: half the per-row overhead (measured at 4096^2,
       // 5%, 1 thread, loaded machine: batch 48-64 at 0.68-0.84x the feature-major time instead of 0.82-1.09x;
       // no change at 1%); G = 8 would need all 32 vector registers. Larger batches too while a tile of x is
       // at most half of kWideTileBytes (measured, 512 -> 256, batch 128, 1 thread: 0.97x / 1.14x the
-      // feature-major time at 10% / 5% instead of 1.02x / 1.24x)
+      // feature-major time at 10% / 5% instead of 1.02x / 1.24x). On one thread with every input read by many
+      // outputs (out-degree >= kTileReuse), tiles of x up to kWideTileBytes (one reused buffer, in L2): half the
+      // passes over the pattern (measured, 4096^2 batch 256, 1 thread, thread CPU time: 10% forward 15.9-17.8 ->
+      // 14.8-16.0 ms, grad input 18.1-20.2 -> 17.1-17.9; 5% unchanged; 1% unchanged to slower, hence the bound)
       spmm_bm_tiles<T, G, 4>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
     else
       spmm_bm_tiles<T, G, kTileVectors>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
