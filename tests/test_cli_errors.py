@@ -248,7 +248,9 @@ def test_one_recipe_naming_scheme():
 def test_real_ctrl_c_during_training_exits_130_and_resumes(tmp_path):
     import signal
 
-    p = subprocess.Popen([SCRIPT, "train", "--dataset", "digits", "--epochs", "500", "--run-dir", str(tmp_path)],
+    # epochs: far more than can finish before the signal (500 digits epochs took ~2 s once the kernels got faster,
+    # and a loaded machine can leave this process unscheduled that long)
+    p = subprocess.Popen([SCRIPT, "train", "--dataset", "digits", "--epochs", "1000000", "--run-dir", str(tmp_path)],
                          stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
     seen = []
     for line in p.stderr:  # wait for a finished epoch (a checkpoint exists), then interrupt
@@ -256,6 +258,9 @@ def test_real_ctrl_c_during_training_exits_130_and_resumes(tmp_path):
         if line.startswith("epoch"):
             break
     p.send_signal(signal.SIGINT)
-    _, rest = p.communicate(timeout=120)
+    try:
+        _, rest = p.communicate(timeout=120)
+    finally:
+        p.kill()
     assert p.returncode == 130, "".join(seen) + rest
     assert "interrupted" in rest and "--resume" in rest and "Traceback" not in rest
