@@ -238,6 +238,29 @@ def test_native_batch_major_backward_over_several_tiles(threads, group, batch, t
         torch.set_num_threads(before)
 
 
+@needs_native
+def test_native_outputs_of_32_mb_and_more_equal_dense():
+    """Outputs of 32 MB and more are advised onto 2 MB pages (only whole pages inside the block; the values are
+    the kernel's): forward [4100, 2048] and grad input [4100, 2048] float32, against float64 dense."""
+    gen = torch.Generator().manual_seed(0)
+    for pattern in (structured(256, 2048, 64, seed=1), structured(2048, 256, 1, seed=2)):
+        layout = SparseLayout.from_pattern(pattern)
+        values = torch.randn(pattern.edges, generator=gen)
+        w = dense_weight(pattern, values)
+        ops = torch.ops.sparseforge
+        if pattern.n_out == 2048:
+            x = torch.randn(4100, pattern.n_in, generator=gen)
+            y = ops.spmm_bm(layout.indptr, layout.indices, values, x, layout.group, None, None, None, None)
+            assert y.nbytes >= 32 << 20
+            torch.testing.assert_close(y.double(), x.double() @ w.t(), rtol=1e-5, atol=1e-5)
+        else:
+            g = torch.randn(4100, pattern.n_out, generator=gen)
+            gx = ops.spmm_bm(layout.t_indptr, layout.t_indices, values, g, layout.t_group, None, None, None,
+                             layout.t_perm)
+            assert gx.nbytes >= 32 << 20
+            torch.testing.assert_close(gx.double(), g.double() @ w, rtol=1e-5, atol=1e-5)
+
+
 # batch-major products, every kernel path: batch 1 (gathered dot products); 5 (one tile of one vector: 16 float or
 # 8 double lanes); 16, 20 (float: one 128-byte tile; double: 16 one 128-byte tile, 20 one tile of 4 vectors); 37
 # (float: one tile of 4 vectors; double: two 128-byte tiles); 300 (several tiles, the last partial). Every

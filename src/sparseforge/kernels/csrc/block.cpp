@@ -474,6 +474,7 @@ at::Tensor block_spmm_any(const at::Tensor& indptr, const at::Tensor& indices, c
               "sparseforge: clamp needs both lo and hi with lo <= hi");
   at::Tensor y = BM ? at::empty({B, rows}, x.options()) : at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
+  huge_page_hint(y.data_ptr(), y.nbytes());
   const int64_t* pp = has_perm ? perm->data_ptr<int64_t>() : nullptr;
   if (x.scalar_type() == at::kFloat)
     spmm_typed<float, BM>(indptr, indices, values, x, block, bias, lo, hi, pp, y);
@@ -508,6 +509,7 @@ at::Tensor block_sddmm_any(const at::Tensor& indptr, const at::Tensor& indices, 
   at::Tensor out = at::empty({indices.numel()}, x.options());
   if (indices.numel() == 0) return out;
   if (B == 0) return out.zero_();
+  huge_page_hint(out.data_ptr(), out.nbytes());
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   if (x.scalar_type() == at::kFloat)
     sddmm_typed<float, BM>(block, ip, id, gy, x, n, B, out.data_ptr<float>(), rows);

@@ -595,6 +595,7 @@ at::Tensor spmm(const at::Tensor& indptr, const at::Tensor& indices, const at::T
   const int64_t rows = indptr.numel() - 1, B = x.size(1);
   at::Tensor y = at::empty({rows, B}, x.options());
   if (rows == 0 || B == 0) return y;
+  huge_page_hint(y.data_ptr(), y.nbytes());
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   const int64_t n = x.size(0), edges = indices.numel();
   const bool tiled = tile == 1 || (tile == -1 && group == 1 && n > 0 && edges >= kTileReuse * n &&
@@ -674,6 +675,7 @@ at::Tensor sddmm(const at::Tensor& indptr, const at::Tensor& indices, const at::
   at::Tensor out = at::empty({indices.numel()}, x.options());
   if (indices.numel() == 0) return out;
   if (B == 0) return out.zero_();
+  huge_page_hint(out.data_ptr(), out.nbytes());
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   const bool tiled = sddmm_tiled_choice(tile, false, group, x.size(0), indices.numel(), B, x.element_size());
   if (x.scalar_type() == at::kFloat)
@@ -694,6 +696,7 @@ at::Tensor spmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const at
   const int64_t rows = indptr.numel() - 1, B = x.size(0), n = x.size(1), edges = indices.numel();
   at::Tensor y = at::empty({B, rows}, x.options());
   if (rows == 0 || B == 0) return y;
+  huge_page_hint(y.data_ptr(), y.nbytes());
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   if (x.scalar_type() == at::kFloat) {
     const float* v = edge_values<float>(values, pp, edges);
@@ -789,6 +792,7 @@ at::Tensor sddmm_bm(const at::Tensor& indptr, const at::Tensor& indices, const a
   at::Tensor out = at::empty({indices.numel()}, x.options());
   if (indices.numel() == 0) return out;
   if (B == 0) return out.zero_();
+  huge_page_hint(out.data_ptr(), out.nbytes());
   const int64_t *ip = indptr.data_ptr<int64_t>(), *id = indices.data_ptr<int64_t>();
   const bool tiled = sddmm_tiled_choice(tile, true, group, x.size(1), indices.numel(), B, x.element_size());
   if (x.scalar_type() == at::kFloat)
@@ -811,6 +815,7 @@ at::Tensor linear_bm_run(const at::Tensor& x, const at::Tensor& values, const at
   const int64_t B = x.size(0), n = x.size(1);
   at::Tensor y(at::detail::empty_cpu({B, rows}, x.scalar_type()));
   if (B == 0 || rows == 0) return y;
+  huge_page_hint(y.data_ptr(), y.nbytes());
   Epilogue<T> ep;
   if (bias) ep.bias = bias->data_ptr<T>();
   with_group<SpmmBmOp, T>(group, ip, id, values.data_ptr<T>(), ep, x.data_ptr<T>(), x.stride(0), n, y.data_ptr<T>(),

@@ -12,6 +12,10 @@
 #include <cstring>
 #include <type_traits>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#endif
+
 namespace {
 
 #if defined(__AVX512F__)
@@ -76,6 +80,23 @@ T* scratch(int64_t count) {
     TORCH_CHECK(buffer.data, "sparseforge: cannot allocate a ", need, "-byte scratch buffer");
   }
   return static_cast<T*>(buffer.data);
+}
+
+// Advice that a fresh output of at least 32 MB be backed by 2 MB pages where the kernel offers them (transparent
+// huge pages in madvise mode): glibc maps every block that large anew and unmaps it when freed, so each call
+// otherwise first-touch faults bytes / 4 KB pages (measured ~10 ms of a 26 ms product writing 4096 x 2048 floats).
+// Only whole 2 MB pages inside the block are advised; the memory is the caller's, its contents unchanged.
+inline void huge_page_hint(void* data, size_t bytes) {
+#if defined(MADV_HUGEPAGE)
+  constexpr size_t page = size_t{2} << 20;
+  if (bytes < (size_t{32} << 20)) return;
+  const uintptr_t begin = (reinterpret_cast<uintptr_t>(data) + page - 1) / page * page;
+  const uintptr_t end = (reinterpret_cast<uintptr_t>(data) + bytes) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_HUGEPAGE);
+#else
+  (void)data;
+  (void)bytes;
+#endif
 }
 
 // Transposes the L x L block r[s][i] in place (r[i][s] afterwards): log2(L) perfect-shuffle stages.
