@@ -20,7 +20,7 @@ from .mlp import SparseMLP
 from .models import lenet5, lenet_300_100
 from .resnet import resnet20
 
-__all__ = ["MODELS", "build_model", "model_cost"]
+__all__ = ["MODELS", "build_model", "count_flops", "count_parameters", "model_cost"]
 
 
 def _image(name: str, shape: tuple[int, ...], min_side: int = 1) -> tuple[int, int]:
@@ -119,5 +119,16 @@ def model_cost(name: str, sample_shape: Sequence[int], n_classes: int, **options
     if name == "cnn":
         return ConvNet.cost(**_call(name, _cnn_args, sample_shape, n_classes, options))
     model = build_model(name, sample_shape, n_classes, **options)
-    flops = getattr(model, "flops_per_sample", None)
-    return sum(p.numel() for p in model.parameters() if p.requires_grad), flops() if callable(flops) else None
+    return count_parameters(model), count_flops(model)
+
+
+def count_parameters(model: nn.Module) -> int:
+    """Stored trainable values (a model may define ``num_parameters()`` to count only real edges)."""
+    fn = getattr(model, "num_parameters", None)
+    return int(fn()) if callable(fn) else sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def count_flops(model: nn.Module) -> int | None:
+    """Forward FLOPs per sample, when the model can tell (``flops_per_sample()``)."""
+    fn = getattr(model, "flops_per_sample", None)
+    return int(fn()) if callable(fn) else None

@@ -20,6 +20,7 @@ from torch import nn
 
 from .. import io
 from ..data import ArrayDataset, DataSplits
+from ..nn.zoo import count_flops, count_parameters
 from .checkpoint import load_checkpoint, save_checkpoint
 
 CHECKPOINT = "checkpoint.pt"
@@ -134,18 +135,6 @@ def lr_factor(cfg: TrainConfig, epoch: int) -> float:
     if cfg.lr_schedule == "cosine":
         return 0.5 * (1 + math.cos(math.pi * epoch / max(cfg.epochs, 1)))
     raise ValueError(f"lr_schedule={cfg.lr_schedule!r}: choose constant, exponential, step or cosine")
-
-
-def count_parameters(model: nn.Module) -> int:
-    """Stored trainable values (a model may define ``num_parameters()`` to count only real edges)."""
-    fn = getattr(model, "num_parameters", None)
-    return int(fn()) if callable(fn) else sum(p.numel() for p in model.parameters() if p.requires_grad)
-
-
-def count_flops(model: nn.Module) -> int | None:
-    """Forward FLOPs per sample, when the model can tell (``flops_per_sample()``)."""
-    fn = getattr(model, "flops_per_sample", None)
-    return int(fn()) if callable(fn) else None
 
 
 @torch.no_grad()
