@@ -12,6 +12,15 @@ from sparseforge.topology import Pattern, block_pattern, structured
 
 pytestmark = pytest.mark.skipif(not native.available(), reason="native kernels cannot be built here")
 
+@pytest.fixture(params=[1, 2], ids=["1thread", "2threads"])
+def threads(request):
+    """Run on one thread (each tile packed just before it is used) and on two (every tile packed first)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(request.param)
+    yield request.param
+    torch.set_num_threads(before)
+
+
 TOL = {torch.float32: dict(rtol=1e-5, atol=1e-4), torch.float64: dict(rtol=1e-12, atol=1e-11)}
 
 
@@ -44,7 +53,7 @@ def dense(p: Pattern, values: torch.Tensor) -> torch.Tensor:
 @pytest.mark.parametrize("b,p", CASES, ids=IDS)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("batch", [1, 5, 17, 33, 70])
-def test_products_equal_dense_float64(b, p, dtype, batch):
+def test_products_equal_dense_float64(b, p, dtype, batch, threads):
     """Forward (with bias and clamp), grad-input and grad-values, batch- and feature-major, odd batches."""
     layout = SparseLayout.from_pattern(p)
     assert layout.block == b
@@ -75,7 +84,7 @@ def test_products_equal_dense_float64(b, p, dtype, batch):
     torch.testing.assert_close(gv_fm.double(), expect, **tol)
 
 
-def test_wide_batch_spans_several_tiles():
+def test_wide_batch_spans_several_tiles(threads):
     """4096-wide inputs and batch 300: several sample tiles in every kernel, a partial last one."""
     p = block_pattern(4096, 64, 8 * 2, block=8, seed=0)
     layout = SparseLayout.from_pattern(p)
@@ -88,6 +97,50 @@ def test_wide_batch_spans_several_tiles():
                                gy @ w, **TOL[torch.float64])
     expect = (gy.T @ x)[torch.as_tensor(p.rows.copy()), torch.as_tensor(p.indices.copy())]
     torch.testing.assert_close(op.block_sddmm_bm(layout.indptr, layout.indices, gy, x, 8), expect, **TOL[torch.float64])
+
+
+DOT_CASES = [(b, n_in, n_out, dtype) for b in (4, 8, 16) for n_in, n_out in ((512, 1024), (1024, 512))
+             for dtype in (torch.float32, torch.float64)]
+
+
+@pytest.mark.parametrize("b,n_in,n_out,dtype", DOT_CASES,
+                         ids=[f"b{b}-{i}to{o}-{str(d)[6:]}" for b, i, o, d in DOT_CASES])
+def test_grad_values_dot_kernel_over_several_tiles(b, n_in, n_out, dtype, threads):
+    """Batch-major grad-values with many samples per tile (the dot kernel: 1 MB of the narrower side's tile,
+    512 float / 256 double samples at 512 features): batch 1100 gives 3 (float) or 5 (double) tiles, the last
+    partial; gathering x (fewer inputs) and gathering gy (fewer outputs, walked by block columns)."""
+    p = block_pattern(n_in, n_out, 2 * b if b != 16 else 32, block=b, seed=b)
+    layout = SparseLayout.from_pattern(p)
+    g = torch.Generator().manual_seed(b)
+    x, gy = (torch.randn(1100, n, generator=g, dtype=dtype) for n in (n_in, n_out))
+    expect = (gy.double().T @ x.double())[torch.as_tensor(p.rows.copy()), torch.as_tensor(p.indices.copy())]
+    got = torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, gy, x, b)
+    torch.testing.assert_close(got.double(), expect, **TOL[dtype])
+
+
+def test_grad_values_dot_kernel_streams_a_wide_side_in_pieces():
+    """512 -> 8192 at batch 600: the streamed side (gy, 8192 outputs x 512 samples = 16 MB) is packed 8 MB
+    (4096 outputs) at a time, two tiles of samples."""
+    p = block_pattern(512, 8192, 128, block=8, seed=3)
+    layout = SparseLayout.from_pattern(p)
+    g = torch.Generator().manual_seed(3)
+    x, gy = (torch.randn(600, n, generator=g) for n in (512, 8192))
+    expect = (gy.double().T @ x.double())[torch.as_tensor(p.rows.copy()), torch.as_tensor(p.indices.copy())]
+    got = torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, gy, x, 8)
+    torch.testing.assert_close(got.double(), expect, **TOL[torch.float32])
+
+
+@pytest.mark.parametrize("b", [4, 8, 16])
+def test_grad_values_dot_kernel_on_uneven_block_rows(b):
+    """The dot kernel on block rows of different lengths (one empty), both orientations, batch 300 (one tile)."""
+    for n_in, n_out in ((96, 64 if b == 16 else 48), (64 if b == 16 else 48, 96)):
+        p = uneven_blocks(n_in, n_out, b, seed=b)
+        layout = SparseLayout.from_pattern(p)
+        g = torch.Generator().manual_seed(b)
+        x, gy = (torch.randn(300, n, generator=g) for n in (n_in, n_out))
+        expect = (gy.double().T @ x.double())[torch.as_tensor(p.rows.copy()), torch.as_tensor(p.indices.copy())]
+        got = torch.ops.sparseforge.block_sddmm_bm(layout.indptr, layout.indices, gy, x, b)
+        torch.testing.assert_close(got.double(), expect, **TOL[torch.float32])
 
 
 def test_detection_finds_the_largest_aligned_block():

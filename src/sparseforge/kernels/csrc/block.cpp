@@ -65,6 +65,7 @@
 #include <algorithm>
 #include <cstring>
 #include <optional>
+#include <vector>
 
 namespace {
 
@@ -168,65 +169,92 @@ const T* transposed_values(const T* values, const int64_t* t_indptr, const int64
   return out;
 }
 
+// Tile t of x packed feature-major into dst (rows ld = nv * L apart, zero past the batch), features [i0, i1):
+// batch-major x by in-register transposes, feature-major x by row copies (read in place, its rows B apart alias
+// in L2 sets).
+template <typename T, bool BM>
+inline void pack_tile(const T* x, int64_t ldx, int64_t B, int64_t W, int64_t t, int64_t ld, T* dst, int64_t i0,
+                      int64_t i1) {
+  const int64_t c0 = t * W, width = std::min(W, B - c0);
+  if (BM) {
+    transpose_rows<T>(x + c0 * ldx, ldx, width, ld, dst, ld, i0, i1);
+  } else {
+    for (int64_t i = i0; i < i1; ++i) {
+      std::memcpy(dst + i * ld, x + i * ldx + c0, sizeof(T) * width);
+      std::memset(dst + i * ld + width, 0, sizeof(T) * (ld - width));
+    }
+  }
+}
+
+// Stages [s0, s1) (SR rows each) of tile t (packed at xt, nv vectors) into y, with the epilogue.
+template <typename T, int BS, bool BM>
+void tile_stages(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* xt,
+                 int64_t t, int64_t W, int nv, int64_t B, T* y, int64_t rows, int64_t s0, int64_t s1) {
+  using V = Vec<T>;
+  constexpr int L = V::lanes, SR = BS > L ? BS : L;
+  alignas(64) T stage[stage_size<T, BS>()];
+  const int64_t c0 = t * W, width = std::min(W, B - c0), ldo = nv * L;
+  for (int64_t st = s0; st < s1; ++st) {
+    const int64_t r0 = st * SR, nr = std::min<int64_t>(SR, rows - r0);
+    stage_rows<T, BS>(nv, indptr, indices, values, r0, nr, xt, stage, ldo);
+    for (int64_t q = 0; q < nr; ++q) finish(ep, r0 + q, stage + q * ldo, width);
+    if (!BM) {
+      for (int64_t q = 0; q < nr; ++q) std::memcpy(y + (r0 + q) * B + c0, stage + q * ldo, sizeof(T) * width);
+      continue;
+    }
+    for (int64_t p0 = 0; p0 < width; p0 += L) {  // stage[q][s] -> y[c0 + s][r0 + q]
+      for (int64_t q0 = 0; q0 < nr; q0 += L) {
+        if (q0 + L <= nr && p0 + L <= width) {
+          typename V::type reg[L];
+          for (int q = 0; q < L; ++q) reg[q] = V::load(stage + (q0 + q) * ldo + p0);
+          transpose_square<T>(reg);
+          for (int s = 0; s < L; ++s) V::store(y + (c0 + p0 + s) * rows + r0 + q0, reg[s]);
+        } else {
+          for (int64_t s = p0; s < std::min<int64_t>(width, p0 + L); ++s)
+            for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q) y[(c0 + s) * rows + r0 + q] = stage[q * ldo + s];
+        }
+      }
+    }
+  }
+}
+
 // y = clamp(W x + bias), x batch-major [B, n] (rows ldx apart) when BM, else feature-major [n, B]; y [B, rows]
-// (BM) or [rows, B]. values in (indptr, indices) order.
+// (BM) or [rows, B]. values in (indptr, indices) order. On one thread each tile is packed just before its
+// stages run, into one reused buffer that stays in L2 (packing every tile first wrote tiles * n * W values out
+// and read them back: at 512 -> 2048, 4096 tokens, 8 MB; at 2048 -> 512, 32 MB).
 template <typename T, int BS, bool BM>
 void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* x,
                     int64_t ldx, int64_t n, int64_t B, T* y, int64_t rows) {
-  using V = Vec<T>;
-  constexpr int L = V::lanes, SR = BS > L ? BS : L;  // SR: rows per stage
+  constexpr int L = Vec<T>::lanes, SR = BS > L ? BS : L;  // SR: rows per stage
   const int nvf = tile_vectors<T, BS>(n, B);
   const int64_t W = nvf * L, tiles = (B + W - 1) / W;
   const int64_t tail = B - (tiles - 1) * W, tail_nv = (tail + L - 1) / L;
-  // x packed feature-major, tile t at xt + t*n*W, rows nv*L apart (zero past the batch); batch-major x by
-  // in-register transposes, feature-major x by row copies (read in place, its rows B apart alias in L2 sets)
+  const int64_t stages = (rows + SR - 1) / SR, edges = indptr[rows];
+  auto vectors = [&](int64_t t) { return static_cast<int>(t == tiles - 1 ? tail_nv : nvf); };
+  if (tiles > 1 && at::get_num_threads() == 1) {
+    T* xt = scratch<T, 4>(n * W);
+    for (int64_t t = 0; t < tiles; ++t) {
+      pack_tile<T, BM>(x, ldx, B, W, t, vectors(t) * L, xt, 0, n);
+      tile_stages<T, BS, BM>(indptr, indices, values, ep, xt, t, W, vectors(t), B, y, rows, 0, stages);
+    }
+    return;
+  }
+  // x packed feature-major, tile t at xt + t*n*W (rows nv*L apart)
   T* xt = scratch<T, 4>(tiles * n * W);
   constexpr int64_t F = 4 * L;  // features per pack task (the register transposes need whole L-blocks)
   const int64_t fb = (n + F - 1) / F;
   at::parallel_for(0, tiles * fb, std::max<int64_t>(1, (int64_t{1} << 14) / (F * W)), [&](int64_t a0, int64_t a1) {
     for (int64_t a = a0; a < a1; ++a) {
-      const int64_t t = a / fb, i0 = (a % fb) * F, i1 = std::min(n, i0 + F), c0 = t * W, width = std::min(W, B - c0);
-      const int64_t ld = t == tiles - 1 ? tail_nv * L : W;
-      T* dst = xt + t * n * W;
-      if (BM) {
-        transpose_rows<T>(x + c0 * ldx, ldx, width, ld, dst, ld, i0, i1);
-      } else {
-        for (int64_t i = i0; i < i1; ++i) {
-          std::memcpy(dst + i * ld, x + i * ldx + c0, sizeof(T) * width);
-          std::memset(dst + i * ld + width, 0, sizeof(T) * (ld - width));
-        }
-      }
+      const int64_t t = a / fb, i0 = (a % fb) * F;
+      pack_tile<T, BM>(x, ldx, B, W, t, vectors(t) * L, xt + t * n * W, i0, std::min(n, i0 + F));
     }
   });
   // work items: (tile, stage of SR rows), tile-major
-  const int64_t stages = (rows + SR - 1) / SR;
-  const int64_t edges = indptr[rows];
   at::parallel_for(0, tiles * stages, std::max<int64_t>(1, grain(rows, edges, W) / SR), [&](int64_t a0, int64_t a1) {
-    alignas(64) T stage[stage_size<T, BS>()];
-    for (int64_t a = a0; a < a1; ++a) {
-      const int64_t t = a / stages, r0 = (a % stages) * SR, nr = std::min<int64_t>(SR, rows - r0);
-      const int64_t c0 = t * W, width = std::min(W, B - c0);
-      const int nv = static_cast<int>(t == tiles - 1 ? tail_nv : nvf);
-      const int64_t ldo = nv * L;
-      stage_rows<T, BS>(nv, indptr, indices, values, r0, nr, xt + t * n * W, stage, ldo);
-      for (int64_t q = 0; q < nr; ++q) finish(ep, r0 + q, stage + q * ldo, width);
-      if (!BM) {
-        for (int64_t q = 0; q < nr; ++q) std::memcpy(y + (r0 + q) * B + c0, stage + q * ldo, sizeof(T) * width);
-        continue;
-      }
-      for (int64_t s0 = 0; s0 < width; s0 += L) {  // stage[q][s] -> y[c0 + s][r0 + q]
-        for (int64_t q0 = 0; q0 < nr; q0 += L) {
-          if (q0 + L <= nr && s0 + L <= width) {
-            typename V::type reg[L];
-            for (int q = 0; q < L; ++q) reg[q] = V::load(stage + (q0 + q) * ldo + s0);
-            transpose_square<T>(reg);
-            for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * rows + r0 + q0, reg[s]);
-          } else {
-            for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
-              for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q) y[(c0 + s) * rows + r0 + q] = stage[q * ldo + s];
-          }
-        }
-      }
+    for (int64_t a = a0; a < a1;) {
+      const int64_t t = a / stages, s0 = a % stages, s1 = std::min(stages, s0 + (a1 - a));
+      tile_stages<T, BS, BM>(indptr, indices, values, ep, xt + t * n * W, t, W, vectors(t), B, y, rows, s0, s1);
+      a += s1 - s0;
     }
   });
 }
@@ -393,6 +421,114 @@ void block_sddmm_run(const int64_t* ip, const int64_t* indices, const T* gy, int
   }
 }
 
+// ------------------------------------------------------------------------------ block dot kernel
+// Grad-values on batch-major operands when a tile of many samples fits: both operands packed feature-major
+// (rows of S samples, in-register transposes), and each block's BS x BS values are dot products over the S
+// samples: OC x IC sample-vector accumulators (OC rows of one side x IC of the other) take OC + IC loads per
+// OC * IC multiply-adds, and are reduced once per tile by a transpose-add (fold_sums) into one vector of OC * IC
+// sums. Nothing is expanded: the product kernel above copies each gy value Q times per block row and tile, which
+// costs as much as the multiply-adds when block rows hold few blocks (512 -> 2048: 6 blocks a row). One side is
+// gathered (each of its blocks meets many partners): packed whole per tile, it has to stay in L2, so the side with
+// fewer features is gathered and S is what fits kTileBytes; the other side is streamed, packed lcm(L, BS)
+// features at a time just before its blocks run. Gathering gy (fewer outputs than inputs) walks the pattern by
+// block columns: the block transpose of the pattern is built per call (one entry per block, not per edge).
+constexpr int kDotRows = kVecBytes == 64 ? 4 : 2;  // OC: 4 x 4 = 16 accumulators + 8 operands of 32 registers
+
+// g[p * ps + q * qs] (+)= sum_s a[p][s] * b[q][s] for p, q < BS (rows of a and b S apart, S a multiple of L).
+template <typename T, int BS>
+inline void dot_block(const T* a, const T* b, int64_t S, T* g, int64_t ps, int64_t qs, bool first) {
+  using V = Vec<T>;
+  using VT = typename V::type;
+  constexpr int L = V::lanes, OC = kDotRows, IC = 4, NA = OC * IC;
+  static_assert(NA % L == 0 && BS % OC == 0 && BS % IC == 0, "whole folds and whole row groups");
+  for (int p0 = 0; p0 < BS; p0 += OC)
+    for (int q0 = 0; q0 < BS; q0 += IC) {
+      VT acc[NA];
+      for (int f = 0; f < NA; ++f) acc[f] = VT{};
+      for (int64_t s = 0; s < S; s += L) {
+        VT av[OC], bv[IC];
+        for (int o = 0; o < OC; ++o) av[o] = V::load(a + (p0 + o) * S + s);
+        for (int i = 0; i < IC; ++i) bv[i] = V::load(b + (q0 + i) * S + s);
+        for (int o = 0; o < OC; ++o)
+          for (int i = 0; i < IC; ++i) acc[o * IC + i] += av[o] * bv[i];
+      }
+      for (int f = 0; f < NA; f += L) {
+        fold_sums<T, L>(acc + f);
+        for (int l = 0; l < L; ++l) {
+          T* d = g + (p0 + (f + l) / IC) * ps + (q0 + (f + l) % IC) * qs;
+          *d = first ? acc[f][l] : *d + acc[f][l];
+        }
+      }
+    }
+}
+
+// Samples per tile of the dot kernel (a multiple of L): what keeps the gathered side's tile (m features) within
+// kTileBytes, at most the batch; 0 when that is under kDotMinBytes per row (a fold per few multiply-adds: the
+// product kernel is faster there, e.g. 4096^2 at batch 256).
+constexpr int64_t kDotMinBytes = 1024;
+constexpr int64_t kStreamBytes = int64_t{8} << 20;
+template <typename T>
+int64_t dot_samples(int64_t m, int64_t B) {
+  constexpr int64_t L = Vec<T>::lanes;
+  const int64_t S = std::min(kTileBytes / (std::max<int64_t>(m, 1) * int64_t{sizeof(T)}) / L * L, (B + L - 1) / L * L);
+  return S * int64_t{sizeof(T)} >= kDotMinBytes ? S : 0;
+}
+
+// g = block sddmm of batch-major gy [B, rows] and x [B, n] by the dot kernel, S samples per tile.
+template <typename T, int BS>
+void block_sddmm_dot(const int64_t* ip, const int64_t* indices, const T* gy, int64_t ldg, const T* x, int64_t ldx,
+                     int64_t n, int64_t B, T* g, int64_t rows, int64_t S) {
+  constexpr int64_t L = Vec<T>::lanes, FA = BS > L ? BS : L;  // a multiple of BS and of L
+  const bool by_columns = rows < n;  // gather gy, stream x by block columns
+  const int64_t nbr = rows / BS, nbc = n / BS, na = by_columns ? nbc : nbr;
+  // pairs of streamed block a: [start[a], start[a + 1]) of (partner block, first edge, row length)
+  std::vector<int64_t> start(na + 1, 0), partner(ip[rows] / (BS * BS)), base(partner.size()), len(partner.size());
+  for (int pass = 0; pass < 2; ++pass) {
+    std::vector<int64_t> fill(start.begin(), start.end() - 1);
+    for (int64_t R = 0; R < nbr; ++R) {
+      const int64_t beg = ip[R * BS], nb = (ip[R * BS + 1] - beg) / BS;
+      for (int64_t k = 0; k < nb; ++k) {
+        const int64_t C = indices[beg + k * BS] / BS, a = by_columns ? C : R;
+        if (pass == 0) {
+          ++start[a + 1];
+        } else {
+          const int64_t e = fill[a]++;
+          partner[e] = by_columns ? R : C;
+          base[e] = beg + k * BS;
+          len[e] = nb * BS;
+        }
+      }
+    }
+    if (pass == 0)
+      for (int64_t a = 0; a < na; ++a) start[a + 1] += start[a];
+  }
+  const T *ga = by_columns ? x : gy, *gb = by_columns ? gy : x;  // streamed and gathered operands
+  const int64_t lda = by_columns ? ldx : ldg, ldb = by_columns ? ldg : ldx, fa = by_columns ? n : rows,
+                fb = by_columns ? rows : n;
+  // the streamed side is packed kStreamBytes at a time (FC features, whole blocks and whole L-blocks)
+  const int64_t FC = std::max(FA, kStreamBytes / (S * int64_t{sizeof(T)}) / FA * FA);
+  T* tb = scratch<T, 5>(fb * S);
+  T* ta = scratch<T, 6>(std::min(fa, FC) * S);
+  for (int64_t c0 = 0; c0 < B; c0 += S) {
+    const int64_t width = std::min(S, B - c0);
+    // both sides packed L samples at a time over all (FC) features: sequential reads the prefetchers follow
+    // (reading FA features of each sample row just before use was latency-bound: rows 8 KB apart at 2048)
+    pack_tiles_bm<T>(gb + c0 * ldb, ldb, fb, width, S, tb);
+    for (int64_t f0 = 0; f0 < fa; f0 += FC) {
+      const int64_t fc = std::min(FC, fa - f0);
+      pack_tiles_bm<T>(ga + c0 * lda + f0, lda, fc, width, S, ta);
+      at::parallel_for(f0 / BS, (f0 + fc) / BS, std::max<int64_t>(1, grain(fa / BS, ip[rows], S)),
+                       [&](int64_t a0, int64_t a1) {
+        for (int64_t a = a0; a < a1; ++a)
+          for (int64_t e = start[a]; e < start[a + 1]; ++e) {
+            const int64_t ps = by_columns ? 1 : len[e], qs = by_columns ? len[e] : 1;
+            dot_block<T, BS>(ta + (a * BS - f0) * S, tb + partner[e] * BS * S, S, g + base[e], ps, qs, c0 == 0);
+          }
+      });
+    }
+  }
+}
+
 // ------------------------------------------------------------------------------------------ dispatch
 // O(rows) checks of a block pattern (index values are range-checked once, when the layout is built).
 void check_blocks(const at::Tensor& indptr, const at::Tensor& indices, int64_t block, int64_t n) {
@@ -489,6 +625,15 @@ template <typename T, bool BM>
 void sddmm_typed(int64_t block, const int64_t* ip, const int64_t* id, const at::Tensor& gy, const at::Tensor& x,
                  int64_t n, int64_t B, T* g, int64_t rows) {
   const T *gp = gy.data_ptr<T>(), *xp = x.data_ptr<T>();
+  const int64_t S = BM ? dot_samples<T>(std::min(n, rows), B) : 0;  // the dot kernel when a wide tile fits
+  if (S) {
+    switch (block) {
+      case 4: block_sddmm_dot<T, 4>(ip, id, gp, gy.stride(0), xp, x.stride(0), n, B, g, rows, S); break;
+      case 8: block_sddmm_dot<T, 8>(ip, id, gp, gy.stride(0), xp, x.stride(0), n, B, g, rows, S); break;
+      default: block_sddmm_dot<T, 16>(ip, id, gp, gy.stride(0), xp, x.stride(0), n, B, g, rows, S); break;
+    }
+    return;
+  }
   switch (block) {
     case 4: block_sddmm_run<T, 4, BM>(ip, id, gp, gy.stride(0), xp, x.stride(0), n, B, g, rows); break;
     case 8: block_sddmm_run<T, 8, BM>(ip, id, gp, gy.stride(0), xp, x.stride(0), n, B, g, rows); break;
