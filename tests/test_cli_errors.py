@@ -159,6 +159,23 @@ def test_issue_examples_exit_2(argv, needle, tmp_path):
     assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
+@needs_script
+@pytest.mark.parametrize("argv, flag, example", [
+    (["bench", "ff", "--repeats", "1", "--json"], "--json", "bench.json"),
+    (["topology", "--plot"], "--plot", "adjacency.png"),
+    (["topology", "--paths-plot"], "--paths-plot", "paths.png"),
+    (["export", "--run-dir", ".", "--out"], "--out", "model.onnx"),
+])
+def test_output_file_given_as_a_directory_is_refused(argv, flag, example, tmp_path):
+    """`--json out/` for a directory that does not exist yet used to write a file named `out`: the trailing slash
+    is refused before anything runs, naming the flag and a file name to use; nothing is created."""
+    r = sf(*argv, "new/", cwd=tmp_path)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    first = r.stderr.strip().splitlines()[0]
+    assert first.startswith(f"error: {flag}: 'new/'") and f"new/{example}" in first, r.stderr
+    assert not (tmp_path / "new").exists()
+
+
 def test_train_and_demo_take_sizes_from_the_data(tmp_path):
     r = runner.invoke(None, ["train", "--dataset", "digits", "--epochs", "1", "--run-dir", tmp_path / "t"])
     assert r.exit_code == 0, r.output

@@ -9,13 +9,14 @@ from typing import Optional
 import typer
 
 from .console import err, notice, out, pct, rich_table, typer_app
-from .parse import UserError, choice, densities as parse_densities, ints, number, output_file
+from .parse import UserError, choice, densities as parse_densities, file_arg, ints, number, output_file
 
 bench_app = typer_app(help="Benchmarks: ratios against the best baseline of the same run.")
 
 # options every benchmark shares (one definition; typer reads them as parameter defaults)
 CLOCK = typer.Option("wall", help="wall, or cpu (this thread's CPU time; with --threads 1 on busy machines)")
-JSON_OUT = typer.Option(None, "--json", help="also write the results here")
+JSON_OUT = typer.Option(None, "--json", metavar="<path>", parser=file_arg("json", "bench.json"),
+                        help="also write the results here")
 QUIET = typer.Option(False, help="no progress output")
 
 

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .console import err, out
-from .parse import UserError
+from .parse import UserError, file_arg
 
 
 def register(app: typer.Typer) -> None:
@@ -18,7 +18,8 @@ def register(app: typer.Typer) -> None:
     def export(
         run_dir: Path = typer.Option(..., help="a finished `sparseforge train` run directory"),
         format: str = typer.Option("onnx", help="onnx or torchscript"),
-        out_path: Optional[Path] = typer.Option(None, "--out", help="file to write (default: RUN_DIR/model.onnx or .pt)"),
+        out_path: Optional[Path] = typer.Option(None, "--out", metavar="<path>", parser=file_arg("out", "model.onnx"),
+                                                help="file to write (default: RUN_DIR/model.onnx or .pt)"),
     ) -> None:
         """Write a trained model as ONNX or TorchScript (standard operators only: Gather, Mul, ReduceSum)."""
         from ..deploy import FORMATS, export as export_model, load

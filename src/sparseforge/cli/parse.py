@@ -5,7 +5,9 @@ what is allowed (printed by ``cli.main`` as one line, exit status 2)."""
 from __future__ import annotations
 
 import math
-from typing import Optional
+import os
+from pathlib import Path
+from typing import Callable, Optional
 
 
 class UserError(Exception):
@@ -96,6 +98,19 @@ def output_dir(path, name: str):
         raise UserError(f"--{name}: {str(path)!r} is a file; give a directory (it is created when missing)")
     _creatable(path, name)
     return path
+
+
+def file_arg(flag: str, example: str) -> Callable[[str], Path]:
+    """The parser of an option naming a file to write (``--flag``): the path as typed, refused when it ends with a
+    slash (a directory, maybe not there yet: ``Path("out/")`` is ``Path("out")``, which would be written as a file);
+    ``example``: a file name the message suggests inside that directory."""
+    def parse_path(text: str) -> Path:
+        if text.endswith(("/", os.sep)):
+            raise UserError(f"--{flag}: {text!r} ends with a slash, so it names a directory; give a file name "
+                            f"(e.g. {text}{example})")
+        return Path(text)
+
+    return parse_path
 
 
 def output_file(path, name: str):

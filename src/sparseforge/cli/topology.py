@@ -9,7 +9,7 @@ from typing import Optional
 import typer
 
 from .console import err, notice_adjusted, out, pct, rich_table
-from .parse import UserError, densities, ints, output_file
+from .parse import UserError, densities, file_arg, ints, output_file
 from .parse import radices as parse_radices
 
 
@@ -31,8 +31,10 @@ def register(app: typer.Typer) -> None:
         widths: Optional[str] = typer.Option(None, help="RadiX-Net dense widths B_0,...,B_L (default all 1)"),
         seed: int = typer.Option(0, min=0),
         analyze: bool = typer.Option(False, "--analyze", help="degrees, path counts, spectral gap, scatter"),
-        plot: Optional[Path] = typer.Option(None, help="write the adjacency matrices to this PNG"),
-        paths_plot: Optional[Path] = typer.Option(None, help="write the input-output path-count histogram to this PNG"),
+        plot: Optional[Path] = typer.Option(None, metavar="<path>", parser=file_arg("plot", "adjacency.png"),
+                                            help="write the adjacency matrices to this PNG"),
+        paths_plot: Optional[Path] = typer.Option(None, metavar="<path>", parser=file_arg("paths-plot", "paths.png"),
+                                                  help="write the input-output path-count histogram to this PNG"),
         as_json: bool = typer.Option(False, "--json", help="print JSON instead of a table"),
     ) -> None:
         """Design a pre-defined sparse network (any family) and print its junction table and overall density."""
