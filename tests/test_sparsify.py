@@ -182,3 +182,37 @@ def test_a_layer_that_cannot_take_the_pattern_leaves_the_whole_model_unchanged()
     with pytest.raises(ValueError, match=r"layer '3' \(20 -> 20\), family 'clash_free'.*z=16 must divide"):
         sparsify(model, density=0.25, family="clash_free", z=16)  # z=16 banks need n_in a multiple of 16
     assert all(type(m) is nn.Linear for m in model)
+
+
+@pytest.mark.parametrize("family", ["random", "expander"])
+def test_families_with_varying_degrees_report_mean_degrees_and_train(family):
+    """family='random' used to raise 'pattern has variable out-degree' after replacing the first layer (the model
+    left half-sparsified); the report now gives mean degrees, and the model computes as float64 dense math says."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 48), nn.ReLU(), nn.Linear(48, 32), nn.ReLU(), nn.Linear(32, 4))
+    report = sparsify(model, density=0.25, family=family, seed=1)
+    assert all(isinstance(model[i], SparseLinear) for i in (0, 2)) and type(model[4]) is nn.Linear
+    for r, layer in zip(report.layers[:2], (model[0], model[2])):
+        p = layer.pattern
+        assert r.edges == p.edges and r.d_out == pytest.approx(p.edges / p.n_in) and r.d_in == pytest.approx(p.edges / p.n_out)
+        assert isinstance(r.d_out, int) == p.is_fixed_out_degree and isinstance(r.d_in, int) == p.is_fixed_in_degree
+    assert any(not layer.pattern.is_fixed_out_degree or not layer.pattern.is_fixed_in_degree
+               for layer in (model[0], model[2]))
+    assert "~" in str(report)
+    x = torch.randn(6, 64)
+    h = x.double().numpy()
+    for layer in (model[0], model[2]):
+        h = np.maximum(h @ _dense_reference(layer).T + layer.bias.detach().double().numpy(), 0)
+    ref = h @ model[4].weight.detach().double().numpy().T + model[4].bias.detach().double().numpy()
+    np.testing.assert_allclose(model(x).detach().double().numpy(), ref, rtol=1e-5, atol=1e-5)
+
+
+def test_density_far_from_the_request_warns_with_the_realisable_ones():
+    """784 -> 300 allows out-degrees 75k only: 10% becomes 25%, and the user is told so (300 -> 100 at 10% is
+    exact: no warning for it)."""
+    model = nn.Sequential(nn.Linear(784, 300), nn.ReLU(), nn.Linear(300, 100), nn.ReLU(), nn.Linear(100, 10))
+    with pytest.warns(UserWarning) as caught:
+        report = sparsify(model, density=0.1)
+    msgs = [str(w.message) for w in caught if "sparsify" in str(w.message)]
+    assert len(msgs) == 1 and "'0' (784 -> 300" in msgs[0] and "25%" in msgs[0] and "10%" in msgs[0], msgs
+    assert report.layers[0].density == 0.25 and report.layers[1].density == 0.1

@@ -15,13 +15,15 @@ Layers inside ``nn.MultiheadAttention`` are never replaced (attention reads thei
 matrix). With ``dense_last=True`` the model's last ``nn.Linear`` (in module order: the classifier) stays
 dense. Densities: one number, a dict ``{name or glob: density}`` (first matching key wins), or a rule
 ``f(name, position, count) -> density`` such as :func:`later_denser`; each is rounded to the nearest
-realisable fixed out-degree (``n_in * d_out / n_out`` an integer).
+realisable fixed out-degree (``n_in * d_out / n_out`` an integer); a layer whose realised density is off by more
+than a quarter (784 -> 300 realises 25%, 50%, 75% and 100% only) gets a ``UserWarning`` naming what it realises.
 """
 
 from __future__ import annotations
 
 import fnmatch
 import re
+import warnings
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Union
 
@@ -29,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..topology import FAMILIES, Pattern, TopologyError, design
+from ..topology import FAMILIES, Pattern, TopologyError, design, valid_out_degrees
 from .sparse_linear import SparseLinear
 
 __all__ = ["LayerReport", "SparsifyReport", "later_denser", "select_linears", "sparsify"]
@@ -42,9 +44,10 @@ DensityRule = Callable[[str, int, int], float]
 class LayerReport:
     """What happened to one selected ``nn.Linear`` (shapes as ``(n_out, n_in)``, like its weight).
 
-    ``requested``: the density asked for; ``density``: the realised one (``d_out / n_out``); ``d_out`` /
-    ``d_in``: fixed out/in-degree; ``params_before`` / ``params_after``: trainable values (weights + bias);
-    ``kept_dense``: why it stayed ``nn.Linear`` ("" when it became sparse).
+    ``requested``: the density asked for; ``density``: the realised one (``edges / (n_in * n_out)``); ``d_out`` /
+    ``d_in``: the out/in-degree (int) when every node has the same, else the mean (float: families such as
+    "random" vary them); ``params_before`` / ``params_after``: trainable values (weights + bias); ``kept_dense``:
+    why it stayed ``nn.Linear`` ("" when it became sparse).
     """
 
     name: str
@@ -52,8 +55,8 @@ class LayerReport:
     n_out: int
     requested: float
     density: float
-    d_out: int
-    d_in: int
+    d_out: int | float
+    d_in: int | float
     edges: int
     params_before: int
     params_after: int
@@ -88,12 +91,36 @@ class SparsifyReport:
         for r in self.layers:
             note = f" ({r.kept_dense})" if r.kept_dense else ""
             lines.append(f"| {r.name}{note} | {r.n_out}x{r.n_in} | {100 * r.requested:.3g}% | {100 * r.density:.3g}% "
-                         f"| {r.d_out} / {r.d_in} | {r.edges:,} | {r.params_before:,} | {r.params_after:,} |")
+                         f"| {_degree(r.d_out)} / {_degree(r.d_in)} | {r.edges:,} | {r.params_before:,} "
+                         f"| {r.params_after:,} |")
         b, a = self.model_params_before, self.model_params_after
         lines.append(f"\nmodel parameters: {b:,} -> {a:,} ({100 * a / b:.3g}% kept, family {self.family}, seed {self.seed})")
         return "\n".join(lines)
 
     __str__ = to_markdown
+
+
+def _degree(d: int | float) -> str:
+    """A report's degree: the common one as is, a mean (degrees vary) as ``~12.3``."""
+    return str(d) if isinstance(d, (int, np.integer)) else f"~{d:.3g}"
+
+
+def _degrees(p: Pattern) -> tuple[int | float, int | float]:
+    """``(d_out, d_in)`` of ``p``: the common degrees, or their means where nodes differ."""
+    return (p.d_out if p.is_fixed_out_degree else p.edges / p.n_in,
+            p.d_in if p.is_fixed_in_degree else p.edges / p.n_out)
+
+
+def _warn_if_far(name: str, n_in: int, n_out: int, requested: float, realised: float, family: str) -> None:
+    """A UserWarning when rounding to a realisable out-degree moved a layer's density by more than a quarter."""
+    if 0.8 <= realised / requested <= 1.25:
+        return
+    options = sorted({d / n_out for d in valid_out_degrees(n_in, n_out)})
+    near = sorted(options, key=lambda d: abs(d - requested))[:4]
+    warnings.warn(f"sparsify: layer {name!r} ({n_in} -> {n_out}, family {family!r}) gets density "
+                  f"{100 * realised:.3g}% for the {100 * requested:.3g}% asked: a junction is designed from one "
+                  f"out-degree d_out with n_in * d_out / n_out an integer, and the densities that allows nearest "
+                  f"the request are {', '.join(f'{100 * d:.3g}%' for d in sorted(near))}", UserWarning, stacklevel=3)
 
 
 def later_denser(first: float, last: float) -> DensityRule:
@@ -242,6 +269,7 @@ def sparsify(
             raise TopologyError(f"layer {names[0]!r} ({layer.in_features} -> {layer.out_features}), family "
                                 f"{family!r}: {e}") from None
         patterns.append(topo.patterns[0])
+        _warn_if_far(names[0], layer.in_features, layer.out_features, rho, topo.patterns[0].density, family)
     in_encoder = {id(m) for blk in model.modules() if isinstance(blk, nn.TransformerEncoderLayer) for m in blk.modules()}
     reports = []
     for i, ((names, layer), rho, pattern) in enumerate(zip(targets, requested, patterns)):
@@ -262,7 +290,7 @@ def sparsify(
             new.register_forward_pre_hook(_no_fast_path)
         for name in names:
             model.set_submodule(name, new)
-        reports.append(LayerReport(names[0], n_in, n_out, rho, pattern.density, pattern.d_out, pattern.d_in,
+        reports.append(LayerReport(names[0], n_in, n_out, rho, pattern.density, *_degrees(pattern),
                                    pattern.edges, dense_params, new.num_parameters()))
     if last is not None and any(m is last for _, m in candidates):
         n_in, n_out = last.in_features, last.out_features
