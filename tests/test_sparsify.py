@@ -216,3 +216,17 @@ def test_density_far_from_the_request_warns_with_the_realisable_ones():
     msgs = [str(w.message) for w in caught if "sparsify" in str(w.message)]
     assert len(msgs) == 1 and "'0' (784 -> 300" in msgs[0] and "25%" in msgs[0] and "10%" in msgs[0], msgs
     assert report.layers[0].density == 0.25 and report.layers[1].density == 0.1
+
+
+def test_block_and_grouped_families_take_a_density_they_can_build():
+    """A Transformer feed-forward made block-sparse at 10%: 512 -> 2048 and 2048 -> 512 round to 8 x a block-level
+    degree (9.38%), where the plain rounding (10.01%: d_out 205) used to make the generator refuse."""
+    ff = nn.TransformerEncoderLayer(d_model=512, nhead=8, dim_feedforward=2048, batch_first=True)
+    report = sparsify(ff, density=0.1, family="block", block=8, include=["linear1", "linear2"], dense_last=False)
+    assert [(r.name, r.d_out % 8, round(r.density, 4)) for r in report.layers] == [("linear1", 0, 0.0938),
+                                                                                    ("linear2", 0, 0.0938)]
+    assert ff.linear1._layout.block == 8 and ff.linear2._layout.block == 8  # the block kernels run
+    assert ff(torch.rand(2, 5, 512)).shape == (2, 5, 512)
+    model = nn.Sequential(nn.Linear(512, 256), nn.ReLU(), nn.Linear(256, 64))
+    report = sparsify(model, density=0.1, family="grouped", group=4)
+    assert report.layers[0].d_out % 4 == 0 and model[0]._layout.group == 4

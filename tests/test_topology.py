@@ -192,3 +192,30 @@ def test_pattern_rejects_bad_arrays():
         Pattern(3, 2, np.array([0, 1]), np.array([0]))
     with pytest.raises(TopologyError, match="variable in-degree"):
         Pattern.from_dense(np.array([[1, 1], [1, 0]])).d_in
+
+
+@pytest.mark.parametrize("family, options, sizes", [
+    ("block", dict(block=4), (256, 128, 64)), ("block", dict(block=8), (512, 256, 128)),
+    ("grouped", dict(group=4), (256, 128, 64)), ("clash_free", dict(z=4), (256, 128, 64)),
+    ("clash_free", dict(z=4), (392, 196, 98)), ("structured", {}, (784, 300, 100)),
+])
+@pytest.mark.parametrize("density", [0.03, 0.1, 0.3])
+def test_density_rounds_to_a_degree_the_family_builds(family, options, sizes, density):
+    """design(density=...) with block / grouped / clash_free used to round to a plain realisable degree and then
+    fail in the generator (512 -> 256 at 10%: d_out 26, not a multiple of 4); now it takes the nearest degree
+    the family builds, found here by brute force over every d_out: the generator accepts it, and no accepted
+    degree is nearer the request."""
+    from sparseforge.topology import FAMILIES, design
+
+    topo = design(sizes, density=density, family=family, **options)
+    for n_in, n_out, p in zip(sizes[:-1], sizes[1:], topo.patterns):
+        builds = []
+        for d in range(1, n_out + 1):
+            try:
+                FAMILIES[family](n_in, n_out, d, seed=0, **options)
+                builds.append(d)
+            except TopologyError:
+                pass
+        assert p.d_out in builds
+        best = min(abs(d / n_out - density) for d in builds)
+        assert abs(p.d_out / n_out - density) == pytest.approx(best)

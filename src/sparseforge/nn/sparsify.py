@@ -15,7 +15,7 @@ Layers inside ``nn.MultiheadAttention`` are never replaced (attention reads thei
 matrix). With ``dense_last=True`` the model's last ``nn.Linear`` (in module order: the classifier) stays
 dense. Densities: one number, a dict ``{name or glob: density}`` (first matching key wins), or a rule
 ``f(name, position, count) -> density`` such as :func:`later_denser`; each is rounded to the nearest
-realisable fixed out-degree (``n_in * d_out / n_out`` an integer); a layer whose realised density is off by more
+realisable fixed out-degree (``n_in * d_out / n_out`` an integer) that the family builds; a layer whose realised density is off by more
 than a quarter (784 -> 300 realises 25%, 50%, 75% and 100% only) gets a ``UserWarning`` naming what it realises.
 """
 
@@ -31,7 +31,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..topology import FAMILIES, Pattern, TopologyError, design, valid_out_degrees
+from ..topology import FAMILIES, Pattern, TopologyError, design, family_out_degrees
 from .sparse_linear import SparseLinear
 
 __all__ = ["LayerReport", "SparsifyReport", "later_denser", "select_linears", "sparsify"]
@@ -111,16 +111,19 @@ def _degrees(p: Pattern) -> tuple[int | float, int | float]:
             p.d_in if p.is_fixed_in_degree else p.edges / p.n_out)
 
 
-def _warn_if_far(name: str, n_in: int, n_out: int, requested: float, realised: float, family: str) -> None:
-    """A UserWarning when rounding to a realisable out-degree moved a layer's density by more than a quarter."""
+def _warn_if_far(name: str, n_in: int, n_out: int, requested: float, realised: float, family: str,
+                 options: dict) -> None:
+    """A UserWarning when rounding to an out-degree the family builds moved a layer's density by more than a
+    quarter."""
     if 0.8 <= realised / requested <= 1.25:
         return
-    options = sorted({d / n_out for d in valid_out_degrees(n_in, n_out)})
-    near = sorted(options, key=lambda d: abs(d - requested))[:4]
+    allowed = sorted({d / n_out for d in family_out_degrees(family, n_in, n_out, **options)})
+    near = sorted(allowed, key=lambda d: abs(d - requested))[:4]
     warnings.warn(f"sparsify: layer {name!r} ({n_in} -> {n_out}, family {family!r}) gets density "
                   f"{100 * realised:.3g}% for the {100 * requested:.3g}% asked: a junction is designed from one "
-                  f"out-degree d_out with n_in * d_out / n_out an integer, and the densities that allows nearest "
-                  f"the request are {', '.join(f'{100 * d:.3g}%' for d in sorted(near))}", UserWarning, stacklevel=3)
+                  f"out-degree d_out (n_in * d_out / n_out an integer, and what the family needs), and the "
+                  f"densities nearest the request are {', '.join(f'{100 * d:.3g}%' for d in sorted(near))}",
+                  UserWarning, stacklevel=3)
 
 
 def later_denser(first: float, last: float) -> DensityRule:
@@ -223,7 +226,8 @@ def sparsify(
         model: any ``nn.Module``; its other layers and their weights are left untouched.
         density: per layer fraction of kept connections in (0, 1]: one number, ``{name or glob: density}``,
             or a rule ``f(name, position, count)`` (e.g. :func:`later_denser`). Rounded to the nearest
-            realisable fixed out-degree; a layer that rounds to density 1 stays ``nn.Linear``.
+            realisable fixed out-degree the family builds (:func:`~sparseforge.topology.family_out_degrees`);
+            a layer that rounds to density 1 stays ``nn.Linear``.
         family: pattern family, a name in :data:`sparseforge.topology.FAMILIES` ("structured", "random",
             "clash_free", "grouped", "expander", "radix", ...); ``family_options`` go to its generator
             (e.g. ``z=`` for clash_free, ``group=`` for grouped).
@@ -269,7 +273,8 @@ def sparsify(
             raise TopologyError(f"layer {names[0]!r} ({layer.in_features} -> {layer.out_features}), family "
                                 f"{family!r}: {e}") from None
         patterns.append(topo.patterns[0])
-        _warn_if_far(names[0], layer.in_features, layer.out_features, rho, topo.patterns[0].density, family)
+        _warn_if_far(names[0], layer.in_features, layer.out_features, rho, topo.patterns[0].density, family,
+                     family_options)
     in_encoder = {id(m) for blk in model.modules() if isinstance(blk, nn.TransformerEncoderLayer) for m in blk.modules()}
     reports = []
     for i, ((names, layer), rho, pattern) in enumerate(zip(targets, requested, patterns)):

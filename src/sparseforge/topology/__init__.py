@@ -1,6 +1,6 @@
 """Which connections exist: patterns, generators, network topologies (numpy only; knows nothing of training)."""
 
-from .generators import FAMILIES, random_uniform, register_family, structured, valid_out_degrees
+from .generators import FAMILIES, family_out_degrees, random_uniform, register_family, structured, valid_out_degrees
 from .network import NetworkTopology, allocate_density, design, fully_connected, nearest_out_degree, resolve_out_degrees
 from .pattern import Pattern, TopologyError
 from . import analysis, clash_free, expander, radix  # noqa: E402  (importing registers the families)
@@ -33,5 +33,6 @@ __all__ = [
     "register_family",
     "resolve_out_degrees",
     "structured",
+    "family_out_degrees",
     "valid_out_degrees",
 ]

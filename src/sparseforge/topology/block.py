@@ -51,4 +51,11 @@ def block(n_in: int, n_out: int, d_out: int, *, block: int = 8, seed: SeedLike =
     return Pattern.from_ell(np.repeat(cols, block, axis=0), n_in)
 
 
-register_family("block", block)
+def _block_out_degrees(n_in: int, n_out: int, *, block: int = 8, **_) -> list[int]:
+    """Out-degrees :func:`block` builds: ``block`` x a block-level realisable out-degree."""
+    if block not in BLOCK_SIZES or n_in % block or n_out % block:
+        return []
+    return [d * block for d in valid_out_degrees(n_in // block, n_out // block)]
+
+
+register_family("block", block, _block_out_degrees)

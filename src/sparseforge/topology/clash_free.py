@@ -71,7 +71,7 @@ from typing import Literal, Sequence
 
 import numpy as np
 
-from .generators import SeedLike, as_rng, check_degrees, register_family
+from .generators import SeedLike, as_rng, check_degrees, register_family, valid_out_degrees
 from .network import NetworkTopology, _check_sizes, resolve_out_degrees
 from .pattern import Pattern, TopologyError
 
@@ -239,7 +239,16 @@ def _clash_free_family(n_in: int, n_out: int, d_out: int, *, seed: SeedLike = 0,
     return clash_free(n_in, n_out, d_out, seed=seed, **options)
 
 
-register_family("clash_free", _clash_free_family)
+def _clash_free_out_degrees(n_in: int, n_out: int, *, z: object = None, **_) -> list[int]:
+    """Out-degrees :func:`clash_free` builds with parallelism ``z``: ``z`` divides ``n_in``, and ``z`` and the
+    in-degree divide one another."""
+    if not isinstance(z, (int, np.integer)) or isinstance(z, bool) or z < 1 or n_in % z:
+        return []
+    d_ins = {d: n_in * d // n_out for d in valid_out_degrees(n_in, n_out)}
+    return [d for d, d_in in d_ins.items() if d_in % z == 0 or z % d_in == 0]
+
+
+register_family("clash_free", _clash_free_family, _clash_free_out_degrees)
 
 
 def design_clash_free(

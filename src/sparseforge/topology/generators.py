@@ -129,6 +129,24 @@ FAMILIES: dict[str, Callable[..., Pattern]] = {
 }
 
 
-def register_family(name: str, fn: Callable[..., Pattern]) -> None:
-    """Make ``fn`` available as ``family=name`` in :func:`sparseforge.topology.design`."""
+#: Families whose out-degrees are restricted beyond :func:`valid_out_degrees`: name -> a function of
+#: ``(n_in, n_out, **options)`` giving the out-degrees the family builds (ascending; [] when none, or when
+#: its options are invalid: the generator then says why). Densities round to these.
+OUT_DEGREES: dict[str, Callable[..., list[int]]] = {}
+
+
+def register_family(name: str, fn: Callable[..., Pattern],
+                    out_degrees: Callable[..., list[int]] | None = None) -> None:
+    """Make ``fn`` available as ``family=name`` in :func:`sparseforge.topology.design`; ``out_degrees``
+    (see :data:`OUT_DEGREES`) when the family builds fewer out-degrees than :func:`valid_out_degrees`."""
     FAMILIES[name] = fn
+    if out_degrees is None:
+        OUT_DEGREES.pop(name, None)
+    else:
+        OUT_DEGREES[name] = out_degrees
+
+
+def family_out_degrees(family: str, n_in: int, n_out: int, **options) -> list[int]:
+    """The out-degrees ``family`` builds at ``n_in -> n_out`` with ``options`` (ascending; [] when none)."""
+    rule = OUT_DEGREES.get(family)
+    return valid_out_degrees(n_in, n_out) if rule is None else rule(n_in, n_out, **options)

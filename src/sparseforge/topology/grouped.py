@@ -52,4 +52,11 @@ def grouped(n_in: int, n_out: int, d_out: int, *, group: int = 4, seed: SeedLike
     return Pattern.from_ell(np.repeat(base.ell(), group, axis=0), n_in)
 
 
-register_family("grouped", grouped)
+def _grouped_out_degrees(n_in: int, n_out: int, *, group: int = 4, **_) -> list[int]:
+    """Out-degrees :func:`grouped` builds: realisable multiples of ``group`` (none when it does not divide n_out)."""
+    if not isinstance(group, (int, np.integer)) or group < 1 or n_out % group:
+        return []
+    return [d for d in valid_out_degrees(n_in, n_out) if d % group == 0]
+
+
+register_family("grouped", grouped, _grouped_out_degrees)

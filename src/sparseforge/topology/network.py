@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .generators import FAMILIES, as_rng, check_degrees, valid_out_degrees
+from .generators import FAMILIES, as_rng, check_degrees, family_out_degrees, valid_out_degrees
 from .pattern import Pattern, TopologyError
 
 
@@ -104,9 +104,11 @@ def _check_sizes(sizes: Sequence[int]) -> tuple[int, ...]:
     return tuple(int(n) for n in sizes)
 
 
-def nearest_out_degree(n_in: int, n_out: int, density: float) -> int:
-    """The realisable out-degree whose density ``d_out / n_out`` is nearest ``density`` (ties: denser)."""
-    ok = valid_out_degrees(n_in, n_out)
+def nearest_out_degree(n_in: int, n_out: int, density: float, family: str = "structured", **options) -> int:
+    """The out-degree ``family`` builds (:func:`family_out_degrees`; with its ``options``) whose density
+    ``d_out / n_out`` is nearest ``density`` (ties: denser); when it builds none there, the nearest realisable
+    one (its generator then says what is wrong)."""
+    ok = family_out_degrees(family, n_in, n_out, **options) or valid_out_degrees(n_in, n_out)
     return min(ok, key=lambda d: (abs(d / n_out - density), -d))
 
 
@@ -116,10 +118,13 @@ def resolve_out_degrees(
     fan_out: Sequence[int] | None = None,
     fan_in: Sequence[int] | None = None,
     density: Sequence[float] | float | None = None,
+    family: str = "structured",
+    **options,
 ) -> tuple[int, ...]:
     """Per-junction out-degrees from exactly one of out-degrees, in-degrees or densities.
 
-    Densities (one per junction, or one for all) are rounded to the nearest realisable degree.
+    Densities (one per junction, or one for all) are rounded to the nearest out-degree that ``family`` builds
+    with ``options`` (:func:`nearest_out_degree`).
     Raises :class:`TopologyError` naming the junction, its numbers and what would work.
     """
     sizes = _check_sizes(sizes)
@@ -153,7 +158,7 @@ def resolve_out_degrees(
         else:
             if not isinstance(v, (int, float)) or not 0 < v <= 1:
                 raise TopologyError(f"{where}: density={v!r} must be a number in (0, 1]")
-            d_out = nearest_out_degree(n_in, n_out, float(v))
+            d_out = nearest_out_degree(n_in, n_out, float(v), family, **options)
         check_degrees(n_in, n_out, d_out, where)
         out.append(int(d_out))
     return tuple(out)
@@ -182,7 +187,7 @@ def design(
     """
     if family not in FAMILIES:
         raise TopologyError(f"family={family!r} is not known; choose one of {sorted(FAMILIES)}")
-    d_outs = resolve_out_degrees(sizes, fan_out=fan_out, fan_in=fan_in, density=density)
+    d_outs = resolve_out_degrees(sizes, fan_out=fan_out, fan_in=fan_in, density=density, family=family, **options)
     sizes = _check_sizes(sizes)
     streams = np.random.SeedSequence(seed).spawn(len(d_outs))
     gen = FAMILIES[family]
