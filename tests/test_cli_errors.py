@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import gzip
 import importlib
+import json
 import math
 import os
 import shutil
@@ -174,6 +175,24 @@ def test_output_file_given_as_a_directory_is_refused(argv, flag, example, tmp_pa
     first = r.stderr.strip().splitlines()[0]
     assert first.startswith(f"error: {flag}: 'new/'") and f"new/{example}" in first, r.stderr
     assert not (tmp_path / "new").exists()
+
+
+@needs_script
+def test_train_takes_family_options_and_refuses_ones_the_family_lacks(tmp_path):
+    """`train --family block --block 4` (and --z, --group) reach the pattern generator; an option the family does
+    not take, from a flag or a YAML `options:` typo, is a one-line error, not an internal one."""
+    r = sf("train", "--dataset", "digits", "--net", "64,32,10", "--family", "block", "--block", "4", "--rho-net",
+           "0.4", "--epochs", "1", "--quiet", "--run-dir", tmp_path / "block")
+    assert r.returncode == 0, r.stderr
+    spec = json.loads((tmp_path / "block" / "spec.json").read_text())
+    assert spec["model"]["family"] == "block" and spec["model"]["options"] == {"block": 4}
+    r = sf("train", "--dataset", "digits", "--z", "4", "--density", "0.25", "--run-dir", tmp_path / "z")
+    assert r.returncode == 2 and "family 'structured' takes no options; got 'z'" in r.stderr, r.stderr
+    cfg = tmp_path / "typo.yaml"
+    cfg.write_text("model: {net: [64, 32, 16, 10], family: grouped, density: 0.5, options: {groups: 4}}\n"
+                   "data: {name: digits}\n")
+    r = sf("train", "--config", cfg, "--run-dir", tmp_path / "typo")
+    assert r.returncode == 2 and "got 'groups'" in r.stderr and "Traceback" not in r.stderr, r.stderr
 
 
 def test_train_and_demo_take_sizes_from_the_data(tmp_path):

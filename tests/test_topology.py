@@ -219,3 +219,27 @@ def test_density_rounds_to_a_degree_the_family_builds(family, options, sizes, de
         assert p.d_out in builds
         best = min(abs(d / n_out - density) for d in builds)
         assert abs(p.d_out / n_out - density) == pytest.approx(best)
+
+
+@pytest.mark.parametrize("family, options, name", [
+    ("structured", dict(z=4), "'z'"), ("grouped", dict(groups=4), "'groups'"),
+    ("clash_free", dict(z=4, interleave=2), "'interleave'"), ("block", dict(size=8), "'size'"),
+])
+def test_unknown_family_option_is_a_topology_error_naming_it(family, options, name):
+    """A misspelt option (a YAML `options: {groups: 4}`) reached the generator as an unexpected keyword: a
+    TypeError, reported by the CLI as an internal error. It is now refused naming the key and what is taken."""
+    from sparseforge.topology import design
+
+    with pytest.raises(TopologyError, match=f"family '{family}' takes .*; got {name}"):
+        design((64, 32, 16), density=0.5, family=family, **options)
+
+
+def test_rho_net_allocation_keeps_to_junctions_the_family_builds():
+    """rho_net with block 4 on 64 -> 32 -> 10: the last junction cannot be in 4 x 4 blocks (10 outputs), so only
+    the allocation that leaves it dense is taken (it used to pick one with d_out 5 there and fail)."""
+    from sparseforge.topology import allocate_density, design
+
+    d = allocate_density((64, 32, 10), 0.4, family="block", block=4)
+    assert d[-1] == 10 and d[0] % 4 == 0
+    topo = design((64, 32, 10), fan_out=d, family="block", block=4)
+    assert topo.patterns[-1].density == 1.0 and topo.patterns[0].density < 1

@@ -55,7 +55,7 @@ class ModelSpec(_Strict):
         kw = {k: getattr(self, k) for k in ("fan_out", "fan_in", "density") if getattr(self, k) is not None}
         try:
             if self.rho_net is not None:
-                kw = {"fan_out": allocate_density(self.net, self.rho_net)}
+                kw = {"fan_out": allocate_density(self.net, self.rho_net, family=self.family, **self.options)}
             if not kw:
                 kw = {"density": 1.0}
             return design(self.net, family=self.family, seed=self.seed, **kw, **self.options)

@@ -13,6 +13,18 @@ from .parse import UserError, densities, file_arg, ints, output_file
 from .parse import radices as parse_radices
 
 
+# the pattern-family options, shared with `train` (one definition; typer reads them as parameter defaults)
+FAMILY_NAMES = "structured, random, clash_free, expander, grouped, block, radix"
+Z = typer.Option(None, min=1, help="clash_free: degree of parallelism (memory banks)")
+GROUP = typer.Option(None, min=1, help="grouped: right nodes sharing one index list")
+BLOCK = typer.Option(None, min=1, help="block: size b of the dense b x b blocks (4, 8 or 16)")
+
+
+def family_options(z: Optional[int], group: Optional[int], block: Optional[int]) -> dict:
+    """The family options given as flags (``--z``, ``--group``, ``--block``), by name."""
+    return {k: v for k, v in (("z", z), ("group", group), ("block", block)) if v is not None}
+
+
 def register(app: typer.Typer) -> None:
     """Add the ``topology`` command to ``app``."""
 
@@ -23,10 +35,10 @@ def register(app: typer.Typer) -> None:
         fan_in: Optional[str] = typer.Option(None, help="in-degree per junction"),
         density: Optional[str] = typer.Option(None, help="density per junction (or one for all), e.g. 0.2 or 20%"),
         rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
-        family: str = typer.Option("structured", help="structured, random, clash_free, expander, grouped, block, radix"),
-        z: Optional[int] = typer.Option(None, min=1, help="clash_free: degree of parallelism (memory banks)"),
-        group: Optional[int] = typer.Option(None, min=1, help="grouped: right nodes sharing one index list"),
-        block: Optional[int] = typer.Option(None, min=1, help="block: size b of the dense b x b blocks (4, 8 or 16)"),
+        family: str = typer.Option("structured", help=FAMILY_NAMES),
+        z: Optional[int] = Z,
+        group: Optional[int] = GROUP,
+        block: Optional[int] = BLOCK,
         radices: Optional[str] = typer.Option(None, help="RadiX-Net radix lists, e.g. 10,10 or 2,2,2;2,2,2 (sizes follow)"),
         widths: Optional[str] = typer.Option(None, help="RadiX-Net dense widths B_0,...,B_L (default all 1)"),
         seed: int = typer.Option(0, min=0),
@@ -52,7 +64,7 @@ def register(app: typer.Typer) -> None:
             topo = radix_net(parse_radices(radices), ints(widths, "widths", 1))
         else:
             dens = densities(density, "density")
-            options = {k: v for k, v in (("z", z), ("group", group), ("block", block)) if v is not None}
+            options = family_options(z, group, block)
             spec = {"net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "fan_in": ints(fan_in, "fan-in"),
                     "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family,
                     "seed": seed, "options": options}

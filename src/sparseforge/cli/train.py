@@ -10,6 +10,7 @@ import typer
 
 from .console import err, notice_adjusted, out, pct, rich_table
 from .parse import UserError, densities as densities_of, ints, output_dir
+from .topology import BLOCK, FAMILY_NAMES, GROUP, Z, family_options
 
 
 def _one_or_list(vals: Optional[list[float]]):
@@ -88,7 +89,10 @@ def register(app: typer.Typer) -> None:
         fan_in: Optional[str] = typer.Option(None, help="in-degree per junction"),
         density: Optional[str] = typer.Option(None, help="junction densities, or one number for every junction"),
         rho_net: Optional[float] = typer.Option(None, help="overall density; degrees allocated with the last junction dense"),
-        family: Optional[str] = typer.Option(None, help="structured, random, clash_free, expander, grouped"),
+        family: Optional[str] = typer.Option(None, help=FAMILY_NAMES),
+        z: Optional[int] = Z,
+        group: Optional[int] = GROUP,
+        block: Optional[int] = BLOCK,
         dataset: Optional[str] = typer.Option(None, help="mnist, fashion-mnist, digits, morse"),
         data_root: Optional[Path] = typer.Option(None, help="directory with the dataset files"),
         limit: Optional[int] = typer.Option(None, help="use only this many samples per split"),
@@ -114,7 +118,7 @@ def register(app: typer.Typer) -> None:
         spec = _train_spec(config, dict(
             model={"net": ints(net, "net", 1), "fan_out": ints(fan_out, "fan-out", 1), "fan_in": ints(fan_in, "fan-in", 1),
                    "density": _one_or_list(densities_of(density, "density")), "rho_net": rho_net, "family": family,
-                   "seed": seed},
+                   "seed": seed, "options": family_options(z, group, block) or None},
             data={"name": dataset, "root": str(data_root) if data_root else None, "limit": limit, "seed": seed},
             train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                    "weight_decay": weight_decay, "seed": seed},

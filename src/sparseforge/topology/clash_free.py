@@ -239,6 +239,9 @@ def _clash_free_family(n_in: int, n_out: int, d_out: int, *, seed: SeedLike = 0,
     return clash_free(n_in, n_out, d_out, seed=seed, **options)
 
 
+_clash_free_family.takes = clash_free  # type: ignore[attr-defined]  # its options (check_family_options)
+
+
 def _clash_free_out_degrees(n_in: int, n_out: int, *, z: object = None, **_) -> list[int]:
     """Out-degrees :func:`clash_free` builds with parallelism ``z``: ``z`` divides ``n_in``, and ``z`` and the
     in-degree divide one another."""

@@ -7,7 +7,8 @@ same signature ``fn(n_in, n_out, d_out, *, seed, **options) -> Pattern``.
 
 from __future__ import annotations
 
-from typing import Callable, Protocol
+import inspect
+from typing import Callable, Mapping, Protocol
 
 import numpy as np
 
@@ -144,6 +145,18 @@ def register_family(name: str, fn: Callable[..., Pattern],
         OUT_DEGREES.pop(name, None)
     else:
         OUT_DEGREES[name] = out_degrees
+
+
+def check_family_options(family: str, options: Mapping[str, object]) -> None:
+    """TopologyError unless every key of ``options`` is one the family's generator takes (its keyword-only
+    parameters besides ``seed``; a wrapper that forwards them names its generator in ``takes``)."""
+    gen = FAMILIES[family]
+    params = inspect.signature(getattr(gen, "takes", gen)).parameters
+    allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "seed"]
+    unknown = sorted(set(options) - set(allowed))
+    if unknown:
+        takes = f"takes the options {', '.join(allowed)}" if allowed else "takes no options"
+        raise TopologyError(f"family {family!r} {takes}; got {', '.join(map(repr, unknown))}")
 
 
 def family_out_degrees(family: str, n_in: int, n_out: int, **options) -> list[int]:

@@ -14,7 +14,7 @@ from typing import Sequence
 
 import numpy as np
 
-from .generators import FAMILIES, as_rng, check_degrees, family_out_degrees, valid_out_degrees
+from .generators import FAMILIES, as_rng, check_degrees, check_family_options, family_out_degrees, valid_out_degrees
 from .pattern import Pattern, TopologyError
 
 
@@ -187,6 +187,7 @@ def design(
     """
     if family not in FAMILIES:
         raise TopologyError(f"family={family!r} is not known; choose one of {sorted(FAMILIES)}")
+    check_family_options(family, options)
     d_outs = resolve_out_degrees(sizes, fan_out=fan_out, fan_in=fan_in, density=density, family=family, **options)
     sizes = _check_sizes(sizes)
     streams = np.random.SeedSequence(seed).spawn(len(d_outs))
@@ -208,7 +209,8 @@ def fully_connected(sizes: Sequence[int]) -> NetworkTopology:
 
 
 
-def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool = True) -> tuple[int, ...]:
+def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool = True, family: str = "structured",
+                     **options) -> tuple[int, ...]:
     """Out-degrees that realise an overall density near ``rho_net``, following the seeds' guideline that
     junctions nearer the output should be denser (000: "for the same rho_net, rho_2 > rho_1 is better").
 
@@ -216,7 +218,8 @@ def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool =
     connected and the rest of the edge budget ``rho_net * fc_edges`` spread at one density over the
     earlier junctions (each at least its smallest realisable degree); (b) every junction at density
     ``rho_net``. (a) is taken when its overall density is within 10% (relative) of ``rho_net`` or nearer
-    than (b)'s. Check ``design(...).rho_net`` for the density obtained.
+    than (b)'s; a candidate with a junction ``family`` cannot build (with ``options``) is dropped, and degrees
+    are ones it builds (:func:`nearest_out_degree`). Check ``design(...).rho_net`` for the density obtained.
     """
     sizes = _check_sizes(sizes)
     if not isinstance(rho_net, (int, float)) or not 0 < rho_net <= 1:
@@ -224,7 +227,7 @@ def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool =
     fc = [a * b for a, b in zip(sizes[:-1], sizes[1:])]
 
     def degrees(dens: Sequence[float]) -> tuple[int, ...]:
-        return tuple(nearest_out_degree(sizes[i], sizes[i + 1], d) for i, d in enumerate(dens))
+        return tuple(nearest_out_degree(sizes[i], sizes[i + 1], d, family, **options) for i, d in enumerate(dens))
 
     def overall(d_outs: Sequence[int]) -> float:
         return sum(n * d for n, d in zip(sizes[:-1], d_outs)) / sum(fc)
@@ -233,6 +236,11 @@ def allocate_density(sizes: Sequence[int], rho_net: float, *, dense_last: bool =
     if dense_last and len(fc) > 1:
         rest = max(rho_net * sum(fc) - fc[-1], 0.0) / sum(fc[:-1])
         candidates.insert(0, degrees([rest] * (len(fc) - 1) + [1.0]))
+    def builds(d_outs: Sequence[int]) -> bool:  # a full junction needs no generator
+        return all(d == sizes[i + 1] or d in family_out_degrees(family, sizes[i], sizes[i + 1], **options)
+                   for i, d in enumerate(d_outs))
+
+    candidates = [c for c in candidates if builds(c)] or candidates[-1:]  # none: the generator says why
     err = [abs(overall(d) - rho_net) / rho_net for d in candidates]
     if len(candidates) == 2 and err[0] <= 0.10:
         return candidates[0]
