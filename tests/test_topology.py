@@ -243,3 +243,21 @@ def test_rho_net_allocation_keeps_to_junctions_the_family_builds():
     assert d[-1] == 10 and d[0] % 4 == 0
     topo = design((64, 32, 10), fan_out=d, family="block", block=4)
     assert topo.patterns[-1].density == 1.0 and topo.patterns[0].density < 1
+
+
+def test_a_registered_family_with_open_options_receives_them():
+    """A user's family whose generator takes **options gets whatever options design is given (no check)."""
+    from sparseforge.topology import FAMILIES, design, register_family, structured
+
+    seen = {}
+
+    def mine(n_in, n_out, d_out, *, seed=0, **options):
+        seen.update(options)
+        return structured(n_in, n_out, d_out, seed=seed)
+
+    register_family("test_open", mine)
+    try:
+        design((16, 8), density=0.5, family="test_open", colour="red")
+        assert seen == {"colour": "red"}
+    finally:
+        FAMILIES.pop("test_open")

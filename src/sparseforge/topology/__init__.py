@@ -24,6 +24,7 @@ __all__ = [
     "find_clashes",
     "is_clash_free",
     "expander_pattern",
+    "family_out_degrees",
     "fully_connected",
     "grouped_pattern",
     "mixed_radix_pattern",
@@ -33,6 +34,5 @@ __all__ = [
     "register_family",
     "resolve_out_degrees",
     "structured",
-    "family_out_degrees",
     "valid_out_degrees",
 ]

@@ -149,9 +149,12 @@ def register_family(name: str, fn: Callable[..., Pattern],
 
 def check_family_options(family: str, options: Mapping[str, object]) -> None:
     """TopologyError unless every key of ``options`` is one the family's generator takes (its keyword-only
-    parameters besides ``seed``; a wrapper that forwards them names its generator in ``takes``)."""
+    parameters besides ``seed``; a wrapper that forwards them names its generator in ``takes``; a generator
+    with ``**options`` and no ``takes`` accepts any)."""
     gen = FAMILIES[family]
     params = inspect.signature(getattr(gen, "takes", gen)).parameters
+    if any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        return
     allowed = [n for n, p in params.items() if p.kind is p.KEYWORD_ONLY and n != "seed"]
     unknown = sorted(set(options) - set(allowed))
     if unknown:
