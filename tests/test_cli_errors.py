@@ -154,6 +154,7 @@ def test_corrupted_idx_file_is_a_user_error(tmp_path):
                                                      "connections=100"),
     (["train", "--dataset", "imagenet"], "known datasets"), (["train", "--lr", "inf", "--dataset", "digits"], "finite"),
     (["hw", "plan", "--clock-mhz", "inf"], "finite"), (["hw", "plan", "--clock-mhz", "nan"], "--clock-mhz"), (["train", "--seed", "-1"], "--seed"),
+    (["conv2", "--dataset", ""], "--dataset: '' is not allowed"),  # used to train on the recipe's dataset
 ])
 def test_issue_examples_exit_2(argv, needle, tmp_path):
     r = sf(*argv, "--run-dir", tmp_path) if argv[0] == "train" else sf(*argv)

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 
 from .console import err, out, pct, rich_table
-from .parse import UserError, ints, output_dir
+from .parse import UserError, choice, ints, output_dir
 
 
 def register(app: typer.Typer) -> None:
@@ -31,6 +31,10 @@ def register(app: typer.Typer) -> None:
         """Savings of a sparse classifier behind conv layers, computed from the model, beside seed 001's table."""
         output_dir(run_dir, "run-dir")
         import torch
+
+        from ..data import DATASETS
+
+        choice(dataset, "dataset", sorted(DATASETS))  # before any training ('' used to mean the recipe's)
 
         from ..runs.progress import Progress
         from ..studies.conv2 import Conv2Config, run_conv2

@@ -90,8 +90,8 @@ def run_conv2(
     with RunStore(run_dir, cfg, command="conv2", overwrite=overwrite) as store:
         io.write_csv(run_dir / "savings.csv", savings)
         if cfg.epochs > 0:
-            data = data or load_dataset(cfg.dataset or recipe.dataset, root=cfg.data_root, seed=cfg.seed,
-                                        limit=cfg.limit)
+            name = recipe.dataset if cfg.dataset is None else cfg.dataset
+            data = data or load_dataset(name, root=cfg.data_root, seed=cfg.seed, limit=cfg.limit)
             if tuple(data.sample_shape) != recipe.in_shape or data.n_classes != recipe.n_classes:
                 raise ValueError(f"dataset {data.name} has samples {data.sample_shape} and {data.n_classes} "
                                  f"classes; recipe {cfg.recipe!r} needs {recipe.in_shape} and {recipe.n_classes}")
@@ -130,7 +130,7 @@ def report_markdown(cfg: Conv2Config, sizes: Sequence[int], savings: list[dict],
              f"{r.notes}", "", "| quantity | this model | seed 001 (fan-out " + r.seed_fan_out + ") |", "| --- | ---: | ---: |"]
     lines += ["| " + " | ".join(str(v) for v in s.values()) + " |" for s in savings]
     if acc:
-        lines += ["", f"Accuracy after {cfg.epochs} epoch(s) on {cfg.dataset or r.dataset}"
+        lines += ["", f"Accuracy after {cfg.epochs} epoch(s) on {r.dataset if cfg.dataset is None else cfg.dataset}"
                   f"{f' (first {cfg.limit} samples per split)' if cfg.limit else ''}, same seed and recipe:", "",
                   "| classifier | fan-out | CL density | params | FLOPs/sample | test acc |", "| --- | --- | ---: | ---: | ---: | ---: |"]
         lines += [f"| {a['model']} | {a['fan_out']} | {100 * a['cl_density']:.2f}% | {a['params']:,} | "
