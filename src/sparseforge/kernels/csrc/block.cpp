@@ -231,12 +231,16 @@ void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* valu
   const int64_t tail = B - (tiles - 1) * W, tail_nv = (tail + L - 1) / L;
   const int64_t stages = (rows + SR - 1) / SR, edges = indptr[rows];
   auto vectors = [&](int64_t t) { return static_cast<int>(t == tiles - 1 ? tail_nv : nvf); };
-  if (tiles > 1 && at::get_num_threads() == 1) {
-    T* xt = scratch<T, 4>(n * W);
-    for (int64_t t = 0; t < tiles; ++t) {
-      pack_tile<T, BM>(x, ldx, B, W, t, vectors(t) * L, xt, 0, n);
-      tile_stages<T, BS, BM>(indptr, indices, values, ep, xt, t, W, vectors(t), B, y, rows, 0, stages);
-    }
+  const int threads = at::get_num_threads();
+  if (tiles > 1 && (threads == 1 || tiles >= 2 * threads)) {
+    // a thread's tiles one after the other, each packed into its own reused buffer (its L2) just before use
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      T* xt = scratch<T, 4>(n * W);
+      for (int64_t t = t0; t < t1; ++t) {
+        pack_tile<T, BM>(x, ldx, B, W, t, vectors(t) * L, xt, 0, n);
+        tile_stages<T, BS, BM>(indptr, indices, values, ep, xt, t, W, vectors(t), B, y, rows, 0, stages);
+      }
+    });
     return;
   }
   // x packed feature-major, tile t at xt + t*n*W (rows nv*L apart)

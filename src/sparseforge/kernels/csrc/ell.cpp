@@ -458,15 +458,19 @@ void spmm_bm_tiles(const int64_t* ip, const int64_t* id, const T* v, const Epilo
                    int64_t n, T* y, int64_t B, int64_t rows, int64_t edges) {
   constexpr int L = Vec<T>::lanes, W = NV * L;
   const int64_t tiles = (B + W - 1) / W, blocks = (rows + L - 1) / L;
-  if (tiles > 1 && at::get_num_threads() == 1) {
-    // one thread: pack a tile and use it at once, into one reused buffer that stays in L2 (packing all tiles
-    // first wrote tiles * n * W values to memory, cold when other work ran in between, and read them back)
-    T* xt = scratch<T, 0>(n * W);
-    for (int64_t t = 0; t < tiles; ++t) {
-      const int64_t width = std::min<int64_t>(W, B - t * W);
-      pack_tiles_bm<T>(x + t * W * ldx, ldx, n, width, W, xt);
-      tile_block_bm<T, G, NV>(ip, id, v, ep, xt, y, rows, t * W, width, 0, rows);
-    }
+  const int threads = at::get_num_threads();
+  if (tiles > 1 && (threads == 1 || tiles >= 2 * threads)) {
+    // each thread packs a tile and uses it at once, into one reused buffer of its own that stays in its L2
+    // (packing all tiles first wrote tiles * n * W values to memory, cold when other work ran in between, and
+    // read them back); threads own whole tiles
+    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+      T* xt = scratch<T, 0>(n * W);
+      for (int64_t t = t0; t < t1; ++t) {
+        const int64_t width = std::min<int64_t>(W, B - t * W);
+        pack_tiles_bm<T>(x + t * W * ldx, ldx, n, width, W, xt);
+        tile_block_bm<T, G, NV>(ip, id, v, ep, xt, y, rows, t * W, width, 0, rows);
+      }
+    });
     return;
   }
   T* xt = scratch<T, 0>(tiles * n * W);
