@@ -232,8 +232,9 @@ void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* valu
   const int64_t stages = (rows + SR - 1) / SR, edges = indptr[rows];
   auto vectors = [&](int64_t t) { return static_cast<int>(t == tiles - 1 ? tail_nv : nvf); };
   const int threads = at::get_num_threads();
-  if (tiles > 1 && (threads == 1 || tiles >= 2 * threads)) {
+  if (tiles > 1 && tiles >= threads) {
     // a thread's tiles one after the other, each packed into its own reused buffer (its L2) just before use
+    // (threads sharing a tile packed by all of them read much of it from another core's L2)
     at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
       T* xt = scratch<T, 4>(n * W);
       for (int64_t t = t0; t < t1; ++t) {

@@ -459,7 +459,7 @@ void spmm_bm_tiles(const int64_t* ip, const int64_t* id, const T* v, const Epilo
   constexpr int L = Vec<T>::lanes, W = NV * L;
   const int64_t tiles = (B + W - 1) / W, blocks = (rows + L - 1) / L;
   const int threads = at::get_num_threads();
-  if (tiles > 1 && (threads == 1 || tiles >= 2 * threads)) {
+  if (tiles > 1 && tiles >= threads) {
     // each thread packs a tile and uses it at once, into one reused buffer of its own that stays in its L2
     // (packing all tiles first wrote tiles * n * W values to memory, cold when other work ran in between, and
     // read them back); threads own whole tiles
@@ -499,7 +499,7 @@ struct SpmmBmOp {
     else if (B <= L)  // small batches: one tile of one vector
       spmm_bm_tiles<T, G, 1>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
     else if (G <= 4 && B > 2 * L && (B <= 4 * L || n * 4 * L * int64_t{sizeof(T)} <= wide_limit) &&
-             n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes)
+             n * 4 * L * int64_t{sizeof(T)} <= kWideTileBytes && (B + 4 * L - 1) / (4 * L) >= at::get_num_threads())
       // one tile of 4 vectors (fits L2) instead of two of 2: half the per-row overhead (measured at 4096^2,
       // 5%, 1 thread, loaded machine: batch 48-64 at 0.68-0.84x the feature-major time instead of 0.82-1.09x;
       // no change at 1%); G = 8 would need all 32 vector registers. Larger batches too while a tile of x is
@@ -507,7 +507,10 @@ struct SpmmBmOp {
       // feature-major time at 10% / 5% instead of 1.02x / 1.24x). On one thread with every input read by many
       // outputs (out-degree >= kTileReuse), tiles of x up to kWideTileBytes (one reused buffer, in L2): half the
       // passes over the pattern (measured, 4096^2 batch 256, 1 thread, thread CPU time: 10% forward 15.9-17.8 ->
-      // 14.8-16.0 ms, grad input 18.1-20.2 -> 17.1-17.9; 5% unchanged; 1% unchanged to slower, hence the bound)
+      // 14.8-16.0 ms, grad input 18.1-20.2 -> 17.1-17.9; 5% unchanged; 1% unchanged to slower, hence the bound).
+      // Not when that leaves fewer tiles than threads: threads sharing one packed tile read half of it from the
+      // other core's L2 (2048 -> 1000, batch 64, 2%, 2 threads: 105 us, no faster than one thread; two tiles of
+      // 2 vectors, one per thread: 52 us)
       spmm_bm_tiles<T, G, 4>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
     else
       spmm_bm_tiles<T, G, kTileVectors>(ip, id, v, ep, x, ldx, n, y, B, rows, edges);
