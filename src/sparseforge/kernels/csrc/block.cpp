@@ -235,7 +235,7 @@ void block_spmm_run(const int64_t* indptr, const int64_t* indices, const T* valu
   if (tiles > 1 && tiles >= threads) {
     // a thread's tiles one after the other, each packed into its own reused buffer (its L2) just before use
     // (threads sharing a tile packed by all of them read much of it from another core's L2)
-    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    at::parallel_for(0, tiles, grain(tiles, edges * tiles, W), [&](int64_t t0, int64_t t1) {  // >= 64k FMAs a task
       T* xt = scratch<T, 4>(n * W);
       for (int64_t t = t0; t < t1; ++t) {
         pack_tile<T, BM>(x, ldx, B, W, t, vectors(t) * L, xt, 0, n);

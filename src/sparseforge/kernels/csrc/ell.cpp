@@ -463,7 +463,7 @@ void spmm_bm_tiles(const int64_t* ip, const int64_t* id, const T* v, const Epilo
     // each thread packs a tile and uses it at once, into one reused buffer of its own that stays in its L2
     // (packing all tiles first wrote tiles * n * W values to memory, cold when other work ran in between, and
     // read them back); threads own whole tiles
-    at::parallel_for(0, tiles, 1, [&](int64_t t0, int64_t t1) {
+    at::parallel_for(0, tiles, grain(tiles, edges * tiles, W), [&](int64_t t0, int64_t t1) {  // >= 64k FMAs a task
       T* xt = scratch<T, 0>(n * W);
       for (int64_t t = t0; t < t1; ++t) {
         const int64_t width = std::min<int64_t>(W, B - t * W);
@@ -742,7 +742,8 @@ void sddmm_bm_run(const int64_t* ip, const int64_t* id, const at::Tensor& gy, co
       // threads own row ranges, each packing every tile of x itself into its own L2 (tiles packed once by all
       // threads and shared were read half from the other core's L2: 2 threads, 4096^2 batch 256, 1%: 1.75 ->
       // 1.32 ms; 10% unchanged, 8.5 ms)
-      at::parallel_for(0, rows, std::max<int64_t>(1, (rows + threads - 1) / threads), [&](int64_t r0, int64_t r1) {
+      const int64_t per_thread = std::max(grain(rows, ip[rows], B), (rows + threads - 1) / threads);
+      at::parallel_for(0, rows, per_thread, [&](int64_t r0, int64_t r1) {
         if (nv == 4)
           sddmm_bm_tilewise<T, 4>(ip, id, xp, x.stride(0), gp, gy.stride(0), n, r0, r1, B, o);
         else if (nv == 2)
