@@ -190,8 +190,7 @@ inline void pack_tile(const T* x, int64_t ldx, int64_t B, int64_t W, int64_t t, 
 template <typename T, int BS, bool BM>
 void tile_stages(const int64_t* indptr, const int64_t* indices, const T* values, const Epilogue<T>& ep, const T* xt,
                  int64_t t, int64_t W, int nv, int64_t B, T* y, int64_t rows, int64_t s0, int64_t s1) {
-  using V = Vec<T>;
-  constexpr int L = V::lanes, SR = BS > L ? BS : L;
+  constexpr int L = Vec<T>::lanes, SR = BS > L ? BS : L;
   alignas(64) T stage[stage_size<T, BS>()];
   const int64_t c0 = t * W, width = std::min(W, B - c0), ldo = nv * L;
   for (int64_t st = s0; st < s1; ++st) {
@@ -202,19 +201,7 @@ void tile_stages(const int64_t* indptr, const int64_t* indices, const T* values,
       for (int64_t q = 0; q < nr; ++q) std::memcpy(y + (r0 + q) * B + c0, stage + q * ldo, sizeof(T) * width);
       continue;
     }
-    for (int64_t p0 = 0; p0 < width; p0 += L) {  // stage[q][s] -> y[c0 + s][r0 + q]
-      for (int64_t q0 = 0; q0 < nr; q0 += L) {
-        if (q0 + L <= nr && p0 + L <= width) {
-          typename V::type reg[L];
-          for (int q = 0; q < L; ++q) reg[q] = V::load(stage + (q0 + q) * ldo + p0);
-          transpose_square<T>(reg);
-          for (int s = 0; s < L; ++s) V::store(y + (c0 + p0 + s) * rows + r0 + q0, reg[s]);
-        } else {
-          for (int64_t s = p0; s < std::min<int64_t>(width, p0 + L); ++s)
-            for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q) y[(c0 + s) * rows + r0 + q] = stage[q * ldo + s];
-        }
-      }
-    }
+    store_transposed<T>(stage, ldo, nr, width, y, rows, c0, r0);  // stage[q][s] -> y[c0 + s][r0 + q]
   }
 }
 

@@ -431,25 +431,14 @@ constexpr int64_t pack_block() { return 4 * Vec<T>::lanes; }
 template <typename T, int G, int NV>
 void tile_block_bm(const int64_t* ip, const int64_t* id, const T* v, const Epilogue<T>& ep, const T* xt, T* y,
                    int64_t ldy, int64_t c0, int64_t width, int64_t r0, int64_t r1) {
-  using V = Vec<T>;
-  constexpr int L = V::lanes, W = NV * L;
+  constexpr int L = Vec<T>::lanes, W = NV * L;
   static_assert(L % G == 0, "a row block holds whole groups");
   alignas(64) T stage[L * W];
   for (int64_t rb = r0; rb < r1; rb += L) {
     const int64_t nr = std::min<int64_t>(L, r1 - rb);
     // stage[q][s] = y[c0 + s][rb + q]: tile_rows writes "feature-major" rows of length W into the stage
     tile_rows<T, G, NV>(ip, id, v, ep, xt, stage, W, 0, width, rb / G, (rb + nr) / G, rb);
-    for (int64_t s0 = 0; s0 < width; s0 += L) {
-      if (nr == L && s0 + L <= width) {
-        typename V::type r[L];
-        for (int q = 0; q < L; ++q) r[q] = V::load(stage + q * W + s0);
-        transpose_square<T>(r);
-        for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * ldy + rb, r[s]);
-      } else {
-        for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
-          for (int64_t q = 0; q < nr; ++q) y[(c0 + s) * ldy + rb + q] = stage[q * W + s];
-      }
-    }
+    store_transposed<T>(stage, W, nr, width, y, ldy, c0, rb);
   }
 }
 
@@ -718,7 +707,7 @@ void sddmm_bm_tilewise(const int64_t* ip, const int64_t* id, const T* xp, int64_
     pack_tiles_bm<T>(xp + c0 * ldx, ldx, n, width, W, xt);
     for (int64_t r0 = rb; r0 < re; r0 += kSddmmRowChunk) {
       const int64_t r1 = std::min(re, r0 + kSddmmRowChunk);
-      // gt[r - r0][s] = gy[c0 + s][r] (zero past the batch); sddmm_tile_rows reads row r at gt + r * W
+      // gt[r - r0][s] = gy[c0 + s][r] (zero past the batch); sddmm_tile_rows reads row r at gt + (r - r0) * W
       transpose_rows<T>(gp + c0 * ldg + r0, ldg, width, W, gt, W, 0, r1 - r0);
       sddmm_tile_rows<T, NV>(ip, id, gt, xt, out, c0 == 0, r0, r1, r0);
     }

@@ -150,6 +150,29 @@ void transpose_rows(const T* src, int64_t lds, int64_t S, int64_t Spad, T* dst, 
 }
 
 
+// y[c0 + s][r0 + q] = stage[q][s] for rows q < nr and samples s < width (stage rows ld apart, y rows ldy apart):
+// how a block of feature-major results goes back into batch-major y. Whole L x L pieces are transposed in
+// registers (one L-wide store per sample row), the rest is stored one value at a time.
+template <typename T>
+inline void store_transposed(const T* stage, int64_t ld, int64_t nr, int64_t width, T* y, int64_t ldy, int64_t c0,
+                             int64_t r0) {
+  using V = Vec<T>;
+  constexpr int L = V::lanes;
+  for (int64_t s0 = 0; s0 < width; s0 += L) {
+    for (int64_t q0 = 0; q0 < nr; q0 += L) {
+      if (q0 + L <= nr && s0 + L <= width) {
+        typename V::type r[L];
+        for (int q = 0; q < L; ++q) r[q] = V::load(stage + (q0 + q) * ld + s0);
+        transpose_square<T>(r);
+        for (int s = 0; s < L; ++s) V::store(y + (c0 + s0 + s) * ldy + r0 + q0, r[s]);
+      } else {
+        for (int64_t s = s0; s < std::min<int64_t>(width, s0 + L); ++s)
+          for (int64_t q = q0; q < std::min<int64_t>(nr, q0 + L); ++q) y[(c0 + s) * ldy + r0 + q] = stage[q * ld + s];
+      }
+    }
+  }
+}
+
 // Transpose-add: acc[q] (q < L) -> acc[0] with lane q = the sum of acc[q]'s lanes, in 2(L - 1) two-source
 // shuffles (log2(L) stages; stage S folds vector i + S/2 into i, halving the lane blocks that hold one sum).
 // How several dot products (one per vector) are finished together without a horizontal sum each.
