@@ -20,9 +20,15 @@ GROUP = typer.Option(None, min=1, help="grouped: right nodes sharing one index l
 BLOCK = typer.Option(None, min=1, help="block: size b of the dense b x b blocks (4, 8 or 16)")
 
 
-def family_options(z: Optional[int], group: Optional[int], block: Optional[int]) -> dict:
-    """The family options given as flags (``--z``, ``--group``, ``--block``), by name."""
-    return {k: v for k, v in (("z", z), ("group", group), ("block", block)) if v is not None}
+def family_options(family: Optional[str], z: Optional[int], group: Optional[int], block: Optional[int]) -> dict:
+    """The family options given as flags (``--z``, ``--group``, ``--block``), by name; each is refused (naming
+    the flag) with another ``--family`` given. Without ``--family`` (a config's family), the pattern layer
+    checks them."""
+    given = {k: v for k, v in (("z", z), ("group", group), ("block", block)) if v is not None}
+    for flag, needs in (("z", "clash_free"), ("group", "grouped"), ("block", "block")):
+        if flag in given and family is not None and family != needs:
+            raise UserError(f"--{flag} applies to --family {needs} only (got --family {family})")
+    return given
 
 
 def register(app: typer.Typer) -> None:
@@ -53,9 +59,7 @@ def register(app: typer.Typer) -> None:
         from ..config import ModelSpec, parse
         from ..topology import analysis, radix_net
 
-        for flag, value, needs in (("z", z, "clash_free"), ("group", group, "grouped"), ("block", block, "block")):
-            if value is not None and family != needs:
-                raise UserError(f"--{flag} applies to --family {needs} only (got --family {family})")
+        options = family_options(family, z, group, block)
         if widths is not None and radices is None:
             raise UserError("--widths applies to RadiX-Nets only: give --radices too")
         output_file(plot, "plot")
@@ -64,7 +68,6 @@ def register(app: typer.Typer) -> None:
             topo = radix_net(parse_radices(radices), ints(widths, "widths", 1))
         else:
             dens = densities(density, "density")
-            options = family_options(z, group, block)
             spec = {"net": ints(net, "net"), "fan_out": ints(fan_out, "fan-out"), "fan_in": ints(fan_in, "fan-in"),
                     "density": (dens[0] if dens and len(dens) == 1 else dens), "rho_net": rho_net, "family": family,
                     "seed": seed, "options": options}

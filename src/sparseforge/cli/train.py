@@ -118,7 +118,7 @@ def register(app: typer.Typer) -> None:
         spec = _train_spec(config, dict(
             model={"net": ints(net, "net", 1), "fan_out": ints(fan_out, "fan-out", 1), "fan_in": ints(fan_in, "fan-in", 1),
                    "density": _one_or_list(densities_of(density, "density")), "rho_net": rho_net, "family": family,
-                   "seed": seed, "options": family_options(z, group, block) or None},
+                   "seed": seed, "options": family_options(family, z, group, block) or None},
             data={"name": dataset, "root": str(data_root) if data_root else None, "limit": limit, "seed": seed},
             train={"epochs": epochs, "batch_size": batch_size, "lr": lr, "optimizer": optimizer,
                    "weight_decay": weight_decay, "seed": seed},
