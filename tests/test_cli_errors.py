@@ -189,6 +189,8 @@ def test_train_takes_family_options_and_refuses_ones_the_family_lacks(tmp_path):
     assert spec["model"]["family"] == "block" and spec["model"]["options"] == {"block": 4}
     r = sf("train", "--dataset", "digits", "--z", "4", "--density", "0.25", "--run-dir", tmp_path / "z")
     assert r.returncode == 2 and "family 'structured' takes no options; got 'z'" in r.stderr, r.stderr
+    r = sf("train", "--dataset", "digits", "--family", "grouped", "--z", "4", "--run-dir", tmp_path / "zg")
+    assert r.returncode == 2 and "--z applies to --family clash_free only (got --family grouped)" in r.stderr, r.stderr
     cfg = tmp_path / "typo.yaml"
     cfg.write_text("model: {net: [64, 32, 16, 10], family: grouped, density: 0.5, options: {groups: 4}}\n"
                    "data: {name: digits}\n")
